@@ -1,0 +1,135 @@
+"""Valid cross-correlation, stride 1, vectorized over the batch with im2col + BLAS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from labkit.layers.base import Layer, check_input, glorot_uniform, make_rng
+
+
+class Convolutional(Layer):
+    """``Y[n, i] = B[i] + sum_j correlate2d(X[n, j], K[i, j], "valid")``.
+
+    ``input_shape = (d, h, w)``; kernels have shape ``(depth, d, k, k)``.
+    ``bias="untied"`` is the tutorial's one bias per output position (shape of the
+    output); ``bias="tied"`` is one bias per kernel, shape ``(depth,)``.
+    The bias is added once per output channel; some copies of the tutorial add it
+    once per *input* channel inside the loop, which scales it by ``d``; we don't.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        kernel_size: int,
+        depth: int,
+        *,
+        bias: str = "untied",
+        dtype: np.dtype | type = np.float32,
+        rng: np.random.Generator | int | None = None,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"Convolutional: input_shape must be (d, h, w), got {input_shape}")
+        d, h, w = (int(v) for v in input_shape)
+        k = int(kernel_size)
+        if k < 1 or k > h or k > w:
+            raise ValueError(f"Convolutional: kernel_size {k} does not fit input {(d, h, w)}")
+        if bias not in ("untied", "tied"):
+            raise ValueError(f"Convolutional: bias must be 'untied' or 'tied', got {bias!r}")
+        self.input_shape = (d, h, w)
+        self.kernel_size = k
+        self.depth = int(depth)
+        self.bias_mode = bias
+        self.out_shape = (self.depth, h - k + 1, w - k + 1)
+        rng = make_rng(rng)
+        self.params["kernels"] = glorot_uniform(
+            (self.depth, d, k, k), d * k * k, self.depth * k * k, rng, dtype
+        )
+        bias_shape = self.out_shape if bias == "untied" else (self.depth,)
+        self.params["biases"] = np.zeros(bias_shape, dtype=dtype)
+
+    can_skip_input_gradient = True  # backward(..., input_gradient=False) is supported
+
+    @property
+    def kernels(self) -> np.ndarray:
+        return self.params["kernels"]
+
+    @property
+    def biases(self) -> np.ndarray:
+        return self.params["biases"]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "input_shape": self.input_shape,
+            "kernel_size": self.kernel_size,
+            "depth": self.depth,
+            "bias": self.bias_mode,
+        }
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self.out_shape
+
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        check_input(self, input, self.input_shape)
+        self.input = input
+        n = input.shape[0]
+        depth, oh, ow = self.out_shape
+        k = self.kernel_size
+        # Work channels-last: cols[(n, y, x), (a, b, c)] = X[n, c, y + a, x + b] is one
+        # gather, and the whole batch is a single (N*OH*OW, k*k*d) @ (k*k*d, depth) GEMM.
+        # The result is returned as an (N, depth, OH, OW) view of channels-last memory,
+        # which the next convolution reads without a transpose copy.
+        windows = sliding_window_view(input.transpose(0, 2, 3, 1), (k, k), axis=(1, 2))
+        self._cols = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, -1)
+        kernels = self.kernels.transpose(0, 2, 3, 1).reshape(depth, -1)
+        out = (self._cols @ kernels.T).reshape(n, oh, ow, depth)
+        if self.bias_mode == "untied":
+            out += self.biases.transpose(1, 2, 0)
+        else:
+            out += self.biases
+        return out.transpose(0, 3, 1, 2)
+
+    def backward(
+        self,
+        output_gradient: np.ndarray,
+        learning_rate: float | None = None,
+        *,
+        input_gradient: bool = True,
+    ) -> np.ndarray | None:
+        """Fill the kernel and bias gradients and return dE/dX.
+
+        ``input_gradient=False`` skips dX (returns None): the first layer of a network
+        being trained has no use for it, and it is the costliest part of this backward.
+        """
+        check_input(self, output_gradient, self.out_shape)
+        n = output_gradient.shape[0]
+        depth, oh, ow = self.out_shape
+        d, h, w = self.input_shape
+        k = self.kernel_size
+        grad = output_gradient.transpose(0, 2, 3, 1).reshape(n * oh * ow, depth)
+
+        # dK[i, (a, b, c)] = sum over n, y, x of dY[n, i, y, x] X[n, c, y + a, x + b]
+        kernels_grad = (grad.T @ self._cols).reshape(depth, k, k, d)
+        self.grads["kernels"] = np.ascontiguousarray(kernels_grad.transpose(0, 3, 1, 2))
+        if self.bias_mode == "untied":
+            self.grads["biases"] = output_gradient.sum(axis=0)
+        else:
+            self.grads["biases"] = output_gradient.sum(axis=(0, 2, 3))
+
+        # dX is the full convolution of dY with K. As col2im it is k*k shifted adds of
+        # dY @ K[:, :, a, b]; one small GEMM per offset keeps each add's source contiguous,
+        # which is cheaper than padding dY and correlating it with flipped kernels.
+        if not input_gradient:
+            self.sgd_update(learning_rate)
+            return None
+        dx = np.zeros((n, h, w, d), dtype=np.result_type(grad, self.kernels))
+        for a in range(k):
+            for b in range(k):
+                shifted = grad @ self.kernels[:, :, a, b]
+                dx[:, a : a + oh, b : b + ow, :] += shifted.reshape(n, oh, ow, d)
+
+        self.sgd_update(learning_rate)
+        return dx.transpose(0, 3, 1, 2)

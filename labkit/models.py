@@ -1,0 +1,50 @@
+"""The two preset architectures: the tutorial's network and a small LeNet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from labkit.layers import Convolutional, Dense, MaxPool, ReLU, Reshape, Sigmoid
+from labkit.network import Network
+
+
+def tutorial(seed: int = 0, dtype: np.dtype | type = np.float32) -> Network:
+    """The tutorial's CNN for 10 classes: conv 3x3x5, sigmoid, dense 100, sigmoid, dense 10.
+
+    The output is logits; train it with softmax cross-entropy.
+    """
+    rng = np.random.default_rng(seed)
+    return Network(
+        [
+            Convolutional((1, 28, 28), 3, 5, dtype=dtype, rng=rng),
+            Sigmoid(),
+            Reshape((5, 26, 26), (5 * 26 * 26,)),
+            Dense(5 * 26 * 26, 100, dtype=dtype, rng=rng),
+            Sigmoid(),
+            Dense(100, 10, dtype=dtype, rng=rng),
+        ]
+    )
+
+
+def lenet(seed: int = 0, dtype: np.dtype | type = np.float32) -> Network:
+    """conv 5x5x16, ReLU, pool 2, conv 5x5x32, ReLU, pool 2, dense 128, ReLU, dense 10 (logits)."""
+    rng = np.random.default_rng(seed)
+    return Network(
+        [
+            Convolutional((1, 28, 28), 5, 16, bias="tied", dtype=dtype, rng=rng),
+            ReLU(),
+            MaxPool(2),
+            Convolutional((16, 12, 12), 5, 32, bias="tied", dtype=dtype, rng=rng),
+            ReLU(),
+            MaxPool(2),
+            Reshape((32, 4, 4), (512,)),
+            Dense(512, 128, dtype=dtype, rng=rng),
+            ReLU(),
+            Dense(128, 10, dtype=dtype, rng=rng),
+        ]
+    )
+
+
+MODELS: dict[str, Callable[..., Network]] = {"lenet": lenet, "tutorial": tutorial}

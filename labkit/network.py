@@ -1,0 +1,169 @@
+"""Network: an ordered list of layers with forward, backward, predict, summary, save and load."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+
+import numpy as np
+
+from labkit import layers as layer_module
+from labkit.errors import LabkitError
+from labkit.layers.base import Layer
+
+ARCHITECTURE_KEY = "__architecture__"
+
+
+class Network:
+    """Layers applied in order; ``backward`` runs them in reverse, as the tutorial's loop does."""
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        self.layers = list(layers)
+        for index, layer in enumerate(self.layers):
+            if layer.name is None:
+                layer.name = f"{index}:{type(layer).__name__}"
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(
+        self,
+        grad: np.ndarray,
+        learning_rate: float | None = None,
+        *,
+        input_gradient: bool = True,
+    ) -> np.ndarray | None:
+        """Backpropagate ``grad`` (dE/d output) through every layer; returns dE/d input.
+
+        ``input_gradient=False`` lets a first layer that supports it (Convolutional) skip
+        computing a gradient nobody reads; training uses this, gradient checks don't.
+        """
+        for layer in reversed(self.layers[1:]):
+            grad = layer.backward(grad, learning_rate)
+        first = self.layers[0]
+        if not input_gradient and getattr(first, "can_skip_input_gradient", False):
+            return first.backward(grad, learning_rate, input_gradient=False)
+        return first.backward(grad, learning_rate)
+
+    def predict(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """Forward ``x`` in batches (bounded memory); returns the stacked outputs."""
+        outputs = [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outputs, axis=0)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Per-sample input shape, when the first layer declares one."""
+        first = self.layers[0] if self.layers else None
+        shape = getattr(first, "input_shape", None)
+        if shape is None and hasattr(first, "input_size"):
+            shape = (first.input_size,)
+        return tuple(shape) if shape is not None else None
+
+    def parameter_count(self) -> int:
+        return sum(int(p.size) for layer in self.layers for p in layer.params.values())
+
+    def astype(self, dtype: np.dtype | type) -> Network:
+        """Convert every parameter to ``dtype`` (float32 to train, float64 to check)."""
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def summary(self) -> str:
+        """A table of layers, per-sample output shapes and parameter counts."""
+        rows = [("layer", "output shape", "params")]
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape) if shape is not None else None
+            count = sum(int(p.size) for p in layer.params.values())
+            rows.append((repr(layer), str(shape) if shape else "?", f"{count:,}"))
+        rows.append(("total", "", f"{self.parameter_count():,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.insert(len(lines) - 1, "-" * len(lines[0]))
+        return "\n".join(lines)
+
+    # -- persistence --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every parameter under ``"<layer index>.<name>"``."""
+        return {
+            f"{index}.{name}": value
+            for index, layer in enumerate(self.layers)
+            for name, value in layer.params.items()
+        }
+
+    def architecture(self) -> list[dict]:
+        """The layer classes and constructor arguments, as plain JSON-able data."""
+        return [{"class": type(layer).__name__, "config": layer.config()} for layer in self.layers]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the architecture (JSON) and weights to one ``.npz``; no pickle involved."""
+        spec = json.dumps(self.architecture())
+        with open(path, "wb") as handle:
+            np.savez(handle, **{ARCHITECTURE_KEY: np.array(spec)}, **self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Network:
+        """Rebuild a network saved with :meth:`save` (never unpickles anything)."""
+        arrays = _read_npz(path)
+        if ARCHITECTURE_KEY not in arrays:
+            raise LabkitError(f"{path}: not a labkit weights file (no architecture inside)")
+        try:
+            spec = json.loads(str(arrays[ARCHITECTURE_KEY]))
+            layers = [_build_layer(entry) for entry in spec]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LabkitError(f"{path}: unreadable architecture ({exc})") from None
+        network = cls(layers)
+        network._assign(arrays, path)
+        return network
+
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Copy weights saved with :meth:`save` into this network's layers."""
+        self._assign(_read_npz(path), path)
+
+    def _assign(self, arrays: dict[str, np.ndarray], path) -> None:
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(arrays))
+        if missing:
+            raise LabkitError(f"{path}: weights do not fit this network (missing {missing[0]})")
+        for key, current in expected.items():
+            if arrays[key].shape != current.shape:
+                raise LabkitError(
+                    f"{path}: weight {key} has shape {arrays[key].shape}, "
+                    f"the network expects {current.shape}"
+                )
+        for index, layer in enumerate(self.layers):
+            for name in layer.params:
+                layer.params[name] = arrays[f"{index}.{name}"].copy()
+
+
+def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise LabkitError(f"{path}: no such file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise LabkitError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def _build_layer(entry: dict) -> Layer:
+    cls = getattr(layer_module, entry["class"], None)
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise ValueError(f"unknown layer class {entry['class']!r}")
+    config = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in entry["config"].items()
+    }
+    return cls(**config)
