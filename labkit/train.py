@@ -1,0 +1,195 @@
+"""Trainer: epochs of shuffled minibatches, callbacks, a progress bar, a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from labkit.data import MNIST, one_hot
+from labkit.losses import LOSSES, Loss
+from labkit.network import Network
+from labkit.optim import Optimizer
+
+
+@dataclass
+class EpochResult:
+    """What one epoch did: mean training loss/accuracy, test accuracy, time and speed."""
+
+    epoch: int
+    steps: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float | None
+    seconds: float
+    images_per_second: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """The history of a fit, and whether it was cut short by Ctrl-C."""
+
+    epochs: list[EpochResult] = field(default_factory=list)
+    interrupted: bool = False
+    steps: int = 0
+
+
+class Callback:
+    """Hooks into the training loop; override what you need (all default to no-ops)."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None: ...
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None: ...
+
+
+def accuracy(network: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> float:
+    """Fraction of ``x`` whose highest output is the label ``y``."""
+    predictions = network.predict(x, batch_size=batch_size).reshape(len(x), -1).argmax(axis=1)
+    return float(np.mean(predictions == y))
+
+
+class _StopAtStepBoundary:
+    """Turn the first Ctrl-C into a flag checked between steps, so no update is half-done.
+
+    A second Ctrl-C interrupts at once, as usual.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopAtStepBoundary:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    """Minibatch training of a Network on MNIST-shaped data, deterministic for a seed."""
+
+    def __init__(
+        self,
+        network: Network,
+        optimizer: Optimizer,
+        *,
+        loss: str | Loss = "softmax_cross_entropy",
+        batch_size: int = 32,
+        seed: int = 0,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.network = network
+        self.optimizer = optimizer
+        self.loss = LOSSES[loss] if isinstance(loss, str) else loss
+        self.batch_size = int(batch_size)
+        self.rng = np.random.default_rng(seed)
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.step = 0
+        self.epoch = 0
+
+    def train_step(self, x: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
+        """One forward/backward/update on a batch; returns (loss, number correct)."""
+        output = self.network.forward(x)
+        loss = self.loss.value(targets, output)
+        self.network.backward(self.loss.prime(targets, output), input_gradient=False)
+        self.optimizer.step()
+        self.step += 1
+        correct = int(np.sum(output.reshape(len(x), -1).argmax(axis=1) == targets.argmax(axis=1)))
+        return loss, correct
+
+    def fit(self, data: MNIST, epochs: int) -> TrainResult:
+        """Train for ``epochs`` passes over ``data.x_train``; test accuracy after each one."""
+        if epochs < 1:
+            raise ValueError(f"epochs must be positive, got {epochs}")
+        result = TrainResult()
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
+        with _StopAtStepBoundary() as stop:
+            try:
+                for _ in range(epochs):
+                    self.epoch += 1
+                    epoch_result = self._run_epoch(data, epochs, stop)
+                    if epoch_result is None:
+                        break
+                    result.epochs.append(epoch_result)
+                    for callback in self.callbacks:
+                        callback.on_epoch_end(self, epoch_result)
+            except KeyboardInterrupt:
+                stop.requested = True
+        result.interrupted = stop.requested
+        result.steps = self.step
+        for callback in self.callbacks:
+            callback.on_train_end(self, result)
+        return result
+
+    def _run_epoch(self, data: MNIST, epochs: int, stop: _StopAtStepBoundary) -> EpochResult | None:
+        n = len(data.x_train)
+        order = self.rng.permutation(n)
+        total_loss, total_correct, seen, steps = 0.0, 0, 0, 0
+        start = time.perf_counter()
+        bar = tqdm(
+            total=n,
+            desc=f"epoch {self.epoch}/{epochs}",
+            unit="img",
+            file=sys.stderr,
+            disable=None if self.progress else True,  # None: off when not a terminal
+            dynamic_ncols=True,
+            mininterval=0.25,
+            leave=False,
+        )
+        with bar:
+            for begin in range(0, n, self.batch_size):
+                index = order[begin : begin + self.batch_size]
+                x, targets = data.x_train[index], one_hot(data.y_train[index])
+                loss, correct = self.train_step(x, targets)
+                total_loss += loss * len(index)
+                total_correct += correct
+                seen += len(index)
+                steps += 1
+                logs = {"loss": loss, "accuracy": correct / len(index), "epoch": self.epoch}
+                for callback in self.callbacks:
+                    callback.on_step_end(self, self.step, logs)
+                bar.update(len(index))
+                if steps % 10 == 0:
+                    mean_loss, mean_accuracy = total_loss / seen, total_correct / seen
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{mean_accuracy:.3f}")
+                if stop.requested:
+                    return None
+        seconds = time.perf_counter() - start
+        test_accuracy = None
+        if len(data.x_test):
+            test_accuracy = accuracy(self.network, data.x_test, data.y_test)
+        return EpochResult(
+            epoch=self.epoch,
+            steps=steps,
+            train_loss=total_loss / seen,
+            train_accuracy=total_correct / seen,
+            test_accuracy=test_accuracy,
+            seconds=seconds,
+            images_per_second=seen / seconds,
+        )
