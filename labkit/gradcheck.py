@@ -1,0 +1,472 @@
+"""Finite-difference gradient checker for one layer or a whole network.
+
+The layer's output is scalarized with a fixed random projection ``L = sum(R * forward(x))``
+so every output element counts; ``backward(R)`` must then return dL/dx and fill
+``grads`` with dL/dparam, which are compared with central differences
+``(L(t + eps) - L(t - eps)) / 2 eps`` for the input and every parameter.
+
+An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|`` (numpy's
+``isclose`` rule). Where the one-sided differences ``(L(t+eps) - L(t)) / eps`` and
+``(L(t) - L(t-eps)) / eps`` themselves disagree by more than that tolerance, ``t`` sits
+within ``eps`` of a kink (ReLU at 0, a max-pool tie): the element is counted as a
+``kink``, not as a failure, since no single derivative exists there.
+
+``mode="full"`` perturbs every element (``max_elements`` caps it per tensor with a random
+subset); ``mode="fast"`` checks ``directions`` random directional derivatives ``<g, v>``
+per tensor, whatever its size, and redraws a direction that crosses a kink.
+Everything runs on a float64 deep copy: the caller's layer is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from labkit.errors import LabkitError
+from labkit.losses import LOSSES, Loss
+from labkit.network import Network
+
+TINY = np.finfo(np.float64).tiny
+
+
+class GradcheckError(LabkitError, ValueError):
+    """The check could not run (bad eps, no backward, non-finite output, bad input shape)."""
+
+
+@dataclass
+class TensorCheck:
+    """The comparison for one tensor (the input or one parameter) of one layer."""
+
+    layer: str
+    tensor: str
+    shape: tuple[int, ...]
+    mode: str
+    checked: int = 0
+    failures: int = 0
+    kinks: int = 0
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    worst_index: tuple[int, ...] | None = None
+    analytic: float | None = None
+    numeric: float | None = None
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.failures == 0 and not self.note
+
+    @property
+    def status(self) -> str:
+        if not self.passed:
+            return "FAIL"
+        return f"ok ({self.kinks} kink{'s' * (self.kinks != 1)})" if self.kinks else "ok"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed, "status": self.status}
+
+
+@dataclass
+class Report:
+    """All tensor checks of a layer or a network; ``passed`` when every one of them did."""
+
+    subject: str
+    checks: list[TensorCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def failures(self) -> list[TensorCheck]:
+        return [check for check in self.checks if not check.passed]
+
+    def __getitem__(self, tensor: str) -> TensorCheck:
+        for check in self.checks:
+            if check.tensor == tensor:
+                return check
+        raise KeyError(tensor)
+
+    def to_dict(self) -> dict:
+        return {
+            "subject": self.subject,
+            "passed": self.passed,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def table(self) -> str:
+        return format_table(self.checks)
+
+
+class LayerReport(Report):
+    """Report of :func:`check_layer`."""
+
+
+class NetworkReport(Report):
+    """Report of :func:`check_network`; tensors are named ``"<layer>.<param>"``."""
+
+
+def format_table(checks: Iterable[TensorCheck]) -> str:
+    """A plain-text table: layer, tensor, shape, errors, worst index, status."""
+    header = (
+        "layer",
+        "tensor",
+        "shape",
+        "mode",
+        "max abs err",
+        "max rel err",
+        "worst at",
+        "status",
+    )
+    rows = [header]
+    for c in checks:
+        worst = "-" if c.worst_index is None else str(c.worst_index)
+        status = c.status if not c.note else f"FAIL: {c.note}"
+        if c.failures and c.analytic is not None:
+            status += f" (analytic {c.analytic:.6g}, numeric {c.numeric:.6g})"
+        rows.append(
+            (
+                c.layer,
+                c.tensor,
+                str(c.shape),
+                c.mode,
+                f"{c.max_abs_error:.2e}",
+                f"{c.max_rel_error:.2e}",
+                worst,
+                status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    ]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# -- the comparison engine ------------------------------------------------------------
+
+
+@dataclass
+class _Settings:
+    eps: float
+    rtol: float
+    atol: float
+    mode: str
+    directions: int
+    max_elements: int | None
+    rng: np.random.Generator
+
+
+def _tolerance(numeric: np.ndarray, s: _Settings) -> np.ndarray:
+    return s.atol + s.rtol * np.abs(numeric)
+
+
+def _summarize(
+    check: TensorCheck,
+    analytic: np.ndarray,
+    numeric: np.ndarray,
+    kink: np.ndarray,
+    positions: list[tuple[int, ...]],
+    s: _Settings,
+) -> TensorCheck:
+    """Fill errors, worst element and counts from per-element analytic/numeric values."""
+    error = np.abs(analytic - numeric)
+    relative = error / np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), TINY)
+    fails = (error > _tolerance(numeric, s)) & ~kink
+    check.checked = len(analytic)
+    check.kinks = int(kink.sum())
+    check.failures = int(fails.sum())
+    considered = ~kink
+    if considered.any():
+        check.max_abs_error = float(error[considered].max())
+        check.max_rel_error = float(relative[considered].max())
+        excess = np.where(considered, error / _tolerance(numeric, s), -np.inf)
+        worst = int(np.argmax(excess))
+        check.worst_index = positions[worst]
+        check.analytic, check.numeric = float(analytic[worst]), float(numeric[worst])
+    return check
+
+
+def _differences(
+    place: Callable[[float], None], step: float, base: float, objective: Callable[[], float]
+) -> tuple[float, float, float]:
+    """Central, forward and backward differences of the objective along ``place``."""
+    place(step)
+    plus = objective()
+    place(-step)
+    minus = objective()
+    place(0.0)
+    return (plus - minus) / (2 * step), (plus - base) / step, (base - minus) / step
+
+
+def _judge(
+    analytic: float,
+    place: Callable[[float], None],
+    base: float,
+    objective: Callable[[], float],
+    s: _Settings,
+) -> tuple[float, bool]:
+    """Numeric derivative along ``place`` and whether it sits on a kink.
+
+    An element that fails at ``eps`` and whose one-sided differences disagree is probed
+    again at ``eps / 10``: a smooth function's disagreement shrinks tenfold (curvature),
+    a kink's doesn't. If it shrank, the finer central difference is the better estimate.
+    """
+    central, forward, backward = _differences(place, s.eps, base, objective)
+    tolerance = s.atol + s.rtol * abs(central)
+    if abs(analytic - central) <= tolerance or abs(forward - backward) <= tolerance:
+        return central, False
+    fine_central, fine_forward, fine_backward = _differences(place, s.eps / 10, base, objective)
+    if abs(fine_forward - fine_backward) > 0.5 * abs(forward - backward):
+        return central, True
+    return fine_central, False
+
+
+def _compare_tensor(
+    check: TensorCheck,
+    tensor: np.ndarray,
+    analytic_grad: np.ndarray,
+    objective: Callable[[], float],
+    base: float,
+    s: _Settings,
+) -> TensorCheck:
+    """Perturb ``tensor`` in place (restoring it exactly) and compare with ``analytic_grad``."""
+    flat = tensor.reshape(-1)
+    if not np.shares_memory(flat, tensor):
+        raise GradcheckError(f"{check.layer}: {check.tensor} is not a contiguous array")
+    original = flat.copy()
+    gradient = analytic_grad.reshape(-1)
+
+    if s.mode == "full":
+        index = np.arange(flat.size)
+        if s.max_elements is not None and flat.size > s.max_elements:
+            index = np.sort(s.rng.choice(flat.size, size=s.max_elements, replace=False))
+        analytic = gradient[index]
+        numeric = np.empty(len(index))
+        kink = np.zeros(len(index), dtype=bool)
+        for j, i in enumerate(index):
+
+            def place(delta: float, i=i) -> None:
+                flat[i] = original[i] + delta
+
+            numeric[j], kink[j] = _judge(analytic[j], place, base, objective, s)
+        positions = [tuple(int(v) for v in np.unravel_index(i, tensor.shape)) for i in index]
+        return _summarize(check, analytic, numeric, kink, positions, s)
+
+    # fast: directional derivatives <g, v>; a direction that crosses a kink is redrawn
+    analytic_values, numeric_values, kinks, attempts = [], [], 0, 0
+    while len(analytic_values) < s.directions and attempts < 4 * s.directions:
+        attempts += 1
+        v = s.rng.standard_normal(flat.size)
+
+        def place(delta: float, v=v) -> None:
+            np.add(original, delta * v, out=flat)
+
+        analytic = float(gradient @ v)
+        numeric, on_kink = _judge(analytic, place, base, objective, s)
+        if on_kink:
+            kinks += 1
+            continue
+        analytic_values.append(analytic)
+        numeric_values.append(numeric)
+    count = len(analytic_values)
+    check = _summarize(
+        check,
+        np.array(analytic_values),
+        np.array(numeric_values),
+        np.zeros(count, dtype=bool),
+        [(d,) for d in range(count)],
+        s,
+    )
+    check.kinks = kinks
+    if not count:
+        check.note = "every direction crossed a kink; use mode='full'"
+    return check
+
+
+def _settings(eps, rtol, atol, mode, directions, max_elements, seed) -> _Settings:
+    if not 0 < eps < 1:
+        raise GradcheckError(f"eps must be in (0, 1), got {eps}")
+    if mode not in ("full", "fast"):
+        raise GradcheckError(f"mode must be 'full' or 'fast', got {mode!r}")
+    if rtol < 0 or atol < 0:
+        raise GradcheckError(f"rtol and atol must be >= 0, got {rtol}, {atol}")
+    return _Settings(eps, rtol, atol, mode, directions, max_elements, np.random.default_rng(seed))
+
+
+def float64_copy(layer):
+    """Deep copy of ``layer`` with every float parameter in float64.
+
+    Attributes that alias a parameter array (tutorial-style ``self.weights``) are pointed
+    at the new array too, so layers that read either keep working.
+    """
+    work = copy.deepcopy(layer)
+    params = getattr(work, "params", None) or {}
+    for name, value in list(params.items()):
+        converted = np.array(value, dtype=np.float64, order="C")
+        for attr, attr_value in list(vars(work).items()):
+            if attr_value is value:
+                setattr(work, attr, converted)
+        params[name] = converted
+    return work
+
+
+def _name(layer) -> str:
+    describe = getattr(layer, "describe", None)
+    return describe() if callable(describe) else type(layer).__name__
+
+
+def _require_backward(layer) -> None:
+    from labkit.layers.base import Layer
+
+    backward = getattr(type(layer), "backward", None)
+    if not callable(backward) or backward is Layer.backward:
+        raise GradcheckError(f"{_name(layer)}: has no backward method to check")
+    if not callable(getattr(type(layer), "forward", None)) or type(layer).forward is Layer.forward:
+        raise GradcheckError(f"{_name(layer)}: has no forward method to check")
+
+
+def _finite(value: np.ndarray, what: str, layer_name: str) -> np.ndarray:
+    if not np.all(np.isfinite(value)):
+        raise GradcheckError(f"{layer_name}: {what} is not finite (nan or inf)")
+    return value
+
+
+def example_input(layer, batch: int = 2, seed: int = 0) -> np.ndarray:
+    """A float64 input batch for ``layer``, from its declared input shape.
+
+    Values are normal draws pushed at least 0.05 away from 0, so ReLU kinks are avoided;
+    a continuous draw makes max-pool ties improbable.
+    """
+    from labkit.layers import Activation, MaxPool, Softmax
+
+    shape = getattr(layer, "input_shape", None)
+    if shape is None and hasattr(layer, "input_size"):
+        shape = (layer.input_size,)
+    if shape is None and isinstance(layer, MaxPool):
+        side = 2 * layer.pool_size + layer.stride
+        shape = (2, side, side)
+    if shape is None and isinstance(layer, Softmax):
+        shape = (5,)
+    if shape is None and isinstance(layer, Activation):
+        shape = (3, 4, 4)
+    if shape is None:
+        raise GradcheckError(f"{_name(layer)}: declares no input shape; pass x explicitly")
+    x = np.random.default_rng(seed).standard_normal((batch, *shape))
+    return np.where(np.abs(x) < 0.05, x + np.copysign(0.05, x), x)
+
+
+def check_layer(
+    layer,
+    x: np.ndarray | None = None,
+    *,
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+    mode: str = "full",
+    seed: int = 0,
+    directions: int = 4,
+    max_elements: int | None = None,
+) -> LayerReport:
+    """Compare ``layer.backward`` with central differences for its input and every parameter."""
+    s = _settings(eps, rtol, atol, mode, directions, max_elements, seed)
+    _require_backward(layer)
+    name = _name(layer)
+    work = float64_copy(layer)
+    x = example_input(layer, seed=seed) if x is None else np.array(x, dtype=np.float64, order="C")
+
+    # A first forward on different data catches layers that keep a stale cached input.
+    try:
+        work.forward(x[::-1].copy() * 0.5 + 0.1)
+        output = _finite(np.asarray(work.forward(x)), "forward output", name)
+    except ValueError as exc:
+        raise GradcheckError(str(exc) if name in str(exc) else f"{name}: {exc}") from None
+    projection = s.rng.standard_normal(output.shape)
+
+    def objective() -> float:
+        return float(np.vdot(projection, work.forward(x)))
+
+    base = objective()
+    if hasattr(work, "grads"):
+        work.grads = {}
+    grad_x = work.backward(projection.copy())
+    report = LayerReport(name)
+    tensors = [("input", x, grad_x)]
+    for pname, value in (getattr(work, "params", None) or {}).items():
+        tensors.append((pname, value, (getattr(work, "grads", None) or {}).get(pname)))
+    for tensor_name, value, grad in tensors:
+        report.checks.append(_check_one(name, tensor_name, value, grad, objective, base, s))
+    return report
+
+
+def _check_one(layer_name, tensor_name, value, grad, objective, base, s) -> TensorCheck:
+    check = TensorCheck(layer_name, tensor_name, tuple(value.shape), s.mode)
+    if grad is None:
+        where = "returned None" if tensor_name == "input" else f"left grads[{tensor_name!r}] unset"
+        check.note = f"backward {where}"
+        return check
+    grad = np.asarray(grad, dtype=np.float64)
+    if grad.shape != value.shape:
+        check.note = f"gradient has shape {grad.shape}, expected {value.shape}"
+        return check
+    if not np.all(np.isfinite(grad)):
+        check.note = "gradient is not finite"
+        return check
+    return _compare_tensor(check, value, grad, objective, base, s)
+
+
+def check_network(
+    network: Network,
+    x: np.ndarray,
+    y: np.ndarray,
+    loss: str | Loss = "softmax_cross_entropy",
+    *,
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+    mode: str = "fast",
+    seed: int = 0,
+    directions: int = 4,
+    max_elements: int | None = None,
+) -> NetworkReport:
+    """Check the whole network's backward pass through ``loss(y, network(x))``.
+
+    Defaults to ``mode="fast"``: full element-wise checks of a whole network take
+    minutes (use :func:`check_layer` per layer, or ``max_elements``).
+    """
+    s = _settings(eps, rtol, atol, mode, directions, max_elements, seed)
+    loss = LOSSES[loss] if isinstance(loss, str) else loss
+    for layer in network.layers:
+        _require_backward(layer)
+    work = Network([float64_copy(layer) for layer in network.layers])
+    x = np.array(x, dtype=np.float64, order="C")
+    y = np.asarray(y, dtype=np.float64)
+    try:
+        output = _finite(work.forward(x), "network output", "network")
+    except ValueError as exc:
+        raise GradcheckError(f"network: {exc}") from None
+
+    def objective() -> float:
+        return float(loss.value(y, work.forward(x)))
+
+    base = objective()
+    for layer in work.layers:
+        if hasattr(layer, "grads"):
+            layer.grads = {}
+    grad_x = work.backward(loss.prime(y, output))
+    report = NetworkReport("network")
+    report.checks.append(_check_one("network", "input", x, grad_x, objective, base, s))
+    for layer in work.layers:
+        grads = getattr(layer, "grads", None) or {}
+        for pname, value in (getattr(layer, "params", None) or {}).items():
+            check = _check_one(_name(layer), pname, value, grads.get(pname), objective, base, s)
+            report.checks.append(check)
+    return report
