@@ -122,17 +122,18 @@ class Network:
         try:
             spec = json.loads(str(arrays[ARCHITECTURE_KEY]))
             layers = [_build_layer(entry) for entry in spec]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise LabkitError(f"{path}: unreadable architecture ({exc})") from None
+        except (ValueError, TypeError, KeyError, MemoryError) as exc:
+            raise LabkitError(f"{path}: unreadable architecture ({exc!r})") from None
         network = cls(layers)
-        network._assign(arrays, path)
+        network._assign(arrays, path, keep_dtype=False)
         return network
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Copy weights saved with :meth:`save` into this network's layers."""
-        self._assign(_read_npz(path), path)
+        self._assign(_read_npz(path), path, keep_dtype=True)
 
-    def _assign(self, arrays: dict[str, np.ndarray], path) -> None:
+    def _assign(self, arrays: dict[str, np.ndarray], path, *, keep_dtype: bool) -> None:
+        """Copy weights in after checking names and shapes; ``keep_dtype`` casts to ours."""
         expected = self.state_dict()
         missing = sorted(set(expected) - set(arrays))
         if missing:
@@ -145,7 +146,9 @@ class Network:
                 )
         for index, layer in enumerate(self.layers):
             for name in layer.params:
-                layer.params[name] = arrays[f"{index}.{name}"].copy()
+                value = arrays[f"{index}.{name}"]
+                dtype = layer.params[name].dtype if keep_dtype else value.dtype
+                layer.params[name] = value.astype(dtype, copy=True)
 
 
 def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -158,9 +161,26 @@ def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise LabkitError(f"{path}: not a readable .npz file ({exc})") from None
 
 
+LOADABLE_LAYERS = {
+    cls.__name__: cls
+    for cls in (
+        layer_module.Convolutional,
+        layer_module.Dense,
+        layer_module.MaxPool,
+        layer_module.Reshape,
+        layer_module.Flatten,
+        layer_module.Sigmoid,
+        layer_module.Tanh,
+        layer_module.ReLU,
+        layer_module.Softmax,
+    )
+}
+
+
 def _build_layer(entry: dict) -> Layer:
-    cls = getattr(layer_module, entry["class"], None)
-    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+    """Only the built-in, fully described layers can come out of a file."""
+    cls = LOADABLE_LAYERS.get(entry["class"])
+    if cls is None:
         raise ValueError(f"unknown layer class {entry['class']!r}")
     config = {
         key: tuple(value) if isinstance(value, list) else value

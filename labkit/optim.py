@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -13,8 +14,8 @@ class Optimizer:
     """Walks the layers' parameters; subclasses say how one tensor is updated."""
 
     def __init__(self, layers: Iterable[Layer], lr: float) -> None:
-        if not lr > 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"learning rate must be positive and finite, got {lr}")
         self.layers = list(getattr(layers, "layers", layers))
         self.lr = float(lr)
         self.state: dict[tuple[int, str], dict[str, np.ndarray]] = {}

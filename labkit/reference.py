@@ -189,12 +189,23 @@ class Softmax(Layer):
 def train_step(
     layers: Sequence[Layer], x_batch: np.ndarray, y_batch: np.ndarray, loss_prime, learning_rate
 ) -> None:
-    """One minibatch step the tutorial's way: a loop over samples, gradients summed by SGD."""
+    """One minibatch step the tutorial's way: a loop over samples, gradients summed by SGD.
+
+    Every sample sees the same weights: the per-sample gradients are summed and the
+    update ``p -= learning_rate * sum / N`` is applied once, after the loop.
+    """
     scale = 1.0 / len(x_batch)
+    totals = [{name: np.zeros_like(p) for name, p in layer.params.items()} for layer in layers]
     for x, y in zip(x_batch, y_batch, strict=True):
         output = x
         for layer in layers:
             output = layer.forward(output)
         grad = loss_prime(y, output)
         for layer in reversed(layers):
-            grad = layer.backward(grad, learning_rate * scale)
+            grad = layer.backward(grad)
+        for layer, total in zip(layers, totals, strict=True):
+            for name in total:
+                total[name] += layer.grads[name]
+    for layer, total in zip(layers, totals, strict=True):
+        layer.grads = {name: value * scale for name, value in total.items()}
+        layer.sgd_update(learning_rate)

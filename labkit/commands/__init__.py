@@ -1,0 +1,1 @@
+"""One module per ``labkit`` subcommand: ``add_parser(commands)`` and ``run(args)``."""

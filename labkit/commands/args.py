@@ -1,0 +1,36 @@
+"""Argument types and defaults shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+DATA_HELP = (
+    "'sample' (the bundled 2,000 train / 500 test digits), 'auto' (LABKIT_DATA, then the "
+    "Keras cache, then a download), or a path to mnist.npz or a folder of IDX files "
+    "(default: $LABKIT_DATA if set, else sample)"
+)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def default_data() -> str:
+    return os.environ.get("LABKIT_DATA") or "sample"

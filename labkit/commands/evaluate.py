@@ -1,0 +1,47 @@
+"""``labkit evaluate``: accuracy, confusion matrix and its figure for saved weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from labkit.commands.args import DATA_HELP, default_data
+from labkit.data import load_mnist
+from labkit.errors import LabkitError
+from labkit.inspect import confusion_figure
+from labkit.metrics import confusion_matrix, format_confusion
+from labkit.network import Network
+
+
+def add_parser(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy and confusion matrix of saved weights"
+    )
+    evaluate.add_argument("weights", type=Path, help="weights.npz, or a folder holding one")
+    evaluate.add_argument("--data", default=None, help=DATA_HELP)
+    evaluate.add_argument(
+        "--figure", type=Path, default=None, help="confusion figure (default: beside the weights)"
+    )
+    evaluate.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = args.weights / "weights.npz" if args.weights.is_dir() else args.weights
+    network = Network.load(path)
+    data = load_mnist(args.data or default_data())
+    try:
+        outputs = network.predict(data.x_test)
+    except ValueError as exc:
+        raise LabkitError(f"{path}: this network cannot read MNIST digits ({exc})") from None
+    predicted = outputs.reshape(len(outputs), -1).argmax(axis=1)
+    matrix = confusion_matrix(data.y_test, predicted)
+    print(f"accuracy {matrix.trace() / matrix.sum():.2%} on {len(predicted):,} test digits")
+    print(f"data: {data.source}")
+    print(format_confusion(matrix))
+    figure_path = args.figure or path.parent / "confusion.png"
+    try:
+        confusion_figure(matrix).savefig(figure_path, dpi=120)
+    except OSError as exc:
+        raise LabkitError(f"{figure_path}: cannot write the figure ({exc.strerror})") from None
+    print(f"confusion matrix figure: {figure_path}")
+    return 0

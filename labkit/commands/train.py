@@ -1,0 +1,110 @@
+"""``labkit train``: train a preset on MNIST with a progress bar; save weights and history."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from labkit import __version__
+from labkit.commands.args import DATA_HELP, default_data, positive_float, positive_int
+from labkit.data import load_mnist
+from labkit.errors import LabkitError
+from labkit.models import MODELS
+from labkit.optim import OPTIMIZERS
+from labkit.train import Callback, EpochResult, Trainer
+
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3}
+
+
+def add_parser(commands) -> None:
+    train = commands.add_parser("train", help="train a preset network on MNIST")
+    train.add_argument("--model", choices=sorted(MODELS), default="lenet")
+    train.add_argument("--epochs", type=positive_int, default=5)
+    train.add_argument("--batch-size", type=positive_int, default=32)
+    train.add_argument(
+        "--lr", type=positive_float, default=None, help="learning rate (default per optimizer)"
+    )
+    train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data", default=None, help=DATA_HELP)
+    train.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: runs/MODEL-TIMESTAMP)"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=run)
+
+
+class _EpochPrinter(Callback):
+    """One line per epoch on stdout, written so that it doesn't break the progress bar."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        test = "-" if result.test_accuracy is None else f"{result.test_accuracy:.2%}"
+        tqdm.write(
+            f"epoch {result.epoch}/{self.epochs}  loss {result.train_loss:.4f}  "
+            f"train {result.train_accuracy:.2%}  test {test}  "
+            f"{result.images_per_second:,.0f} img/s  {result.seconds:.1f} s",
+            file=sys.stdout,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    data = load_mnist(args.data or default_data())
+    out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    weights_path = out / "weights.npz"
+    if weights_path.exists():
+        raise LabkitError(f"{out}: already holds trained weights; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabkitError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+
+    network = MODELS[args.model](seed=args.seed)
+    lr = args.lr or DEFAULT_LR[args.optimizer]
+    optimizer = OPTIMIZERS[args.optimizer](network, lr=lr)
+    config = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": lr,
+        "optimizer": args.optimizer,
+        "seed": args.seed,
+        "data": data.source,
+        "labkit_version": __version__,
+    }
+    print(
+        f"training {args.model} ({network.parameter_count():,} parameters) on {data.source}: "
+        f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, {args.epochs} epochs -> {out}"
+    )
+    trainer = Trainer(
+        network,
+        optimizer,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        callbacks=[_EpochPrinter(args.epochs)],
+        progress=not args.no_progress,
+    )
+    start = time.perf_counter()
+    result = trainer.fit(data, args.epochs)
+    network.save(weights_path)
+    history = {
+        "config": config,
+        "epochs": [epoch.as_dict() for epoch in result.epochs],
+        "interrupted": result.interrupted,
+        "steps": result.steps,
+        "seconds": time.perf_counter() - start,
+    }
+    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    if result.interrupted:
+        print(f"interrupted after {result.steps} steps; weights so far saved in {weights_path}")
+        return 130
+    final = result.epochs[-1].test_accuracy
+    print(f"test accuracy {final:.2%}; weights saved in {weights_path}")
+    return 0
