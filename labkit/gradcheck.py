@@ -181,7 +181,7 @@ def _summarize(
     """Fill errors, worst element and counts from per-element analytic/numeric values."""
     error = np.abs(analytic - numeric)
     relative = error / np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), TINY)
-    fails = (error > _tolerance(numeric, s)) & ~kink
+    fails = ~(error <= _tolerance(numeric, s)) & ~kink  # NaN never passes
     check.checked = len(analytic)
     check.kinks = int(kink.sum())
     check.failures = int(fails.sum())
@@ -368,12 +368,16 @@ def _compare_tensor(
 
 
 def _settings(eps, rtol, atol, mode, directions, max_elements, seed) -> _Settings:
-    if not 0 < eps < 1:
+    if not isinstance(eps, (int, float, np.floating)) or not 0 < eps < 1:
         raise GradcheckError(f"eps must be in (0, 1), got {eps}")
     if mode not in ("full", "fast"):
         raise GradcheckError(f"mode must be 'full' or 'fast', got {mode!r}")
     if rtol < 0 or atol < 0:
         raise GradcheckError(f"rtol and atol must be >= 0, got {rtol}, {atol}")
+    if directions < 1:
+        raise GradcheckError(f"directions must be >= 1, got {directions}")
+    if max_elements is not None and max_elements < 1:
+        raise GradcheckError(f"max_elements must be >= 1 or None, got {max_elements}")
     return _Settings(eps, rtol, atol, mode, directions, max_elements, np.random.default_rng(seed))
 
 
@@ -452,11 +456,16 @@ def check_layer(
     max_elements: int | None = None,
 ) -> LayerReport:
     """Compare ``layer.backward`` with central differences for its input and every parameter."""
-    s = _settings(eps, rtol, atol, mode, directions, max_elements, seed)
-    _require_backward(layer)
     name = _name(layer)
+    try:
+        s = _settings(eps, rtol, atol, mode, directions, max_elements, seed)
+    except GradcheckError as exc:
+        raise GradcheckError(f"{name}: {exc}") from None
+    _require_backward(layer)
     work = float64_copy(layer)
     x = example_input(layer, seed=seed) if x is None else np.array(x, dtype=np.float64, order="C")
+    if x.ndim < 1 or len(x) == 0:
+        raise GradcheckError(f"{name}: x must be a non-empty batch (N, ...), got shape {x.shape}")
 
     with threadpool_limits(limits=1):  # thousands of tiny ops: BLAS threads only cost here
         return _check_layer(work, name, x, s)
@@ -472,12 +481,15 @@ def _check_layer(work, name: str, x: np.ndarray, s: _Settings) -> LayerReport:
     projection = s.rng.standard_normal(output.shape)
 
     def objective() -> float:
-        return float(np.vdot(projection, work.forward(x)))
+        """L(t) - L(t0), from the output difference: no cancellation of two large sums."""
+        return float(np.vdot(projection, work.forward(x) - output))
 
-    base = objective()
+    base = 0.0
     if hasattr(work, "grads"):
         work.grads = {}
-    grad_x = work.backward(projection.copy())
+    handed = projection.copy()
+    grad_x = work.backward(handed)
+    overwritten = not np.array_equal(handed, projection)
     params = getattr(work, "params", None) or {}
     grads = dict(getattr(work, "grads", None) or {})  # before any further forward
     report = LayerReport(name)
@@ -493,6 +505,8 @@ def _check_layer(work, name: str, x: np.ndarray, s: _Settings) -> LayerReport:
         )
     else:
         report.checks.append(_check_one(name, "input", x, grad_x, objective, base, s))
+    if overwritten:  # callers (hooks, the network) may still hold that array
+        report.checks[-1].note = "backward overwrote the output_gradient it was given"
     for pname, value in params.items():
         report.checks.append(_check_one(name, pname, value, grads.get(pname), objective, base, s))
     return report
@@ -543,7 +557,10 @@ def check_network(
     Defaults to ``mode="fast"``: full element-wise checks of a whole network take
     minutes (use :func:`check_layer` per layer, or ``max_elements``).
     """
-    s = _settings(eps, rtol, atol, mode, directions, max_elements, seed)
+    try:
+        s = _settings(eps, rtol, atol, mode, directions, max_elements, seed)
+    except GradcheckError as exc:
+        raise GradcheckError(f"network: {exc}") from None
     loss = LOSSES[loss] if isinstance(loss, str) else loss
     for layer in network.layers:
         _require_backward(layer)
@@ -560,10 +577,14 @@ def _check_network(work: Network, x: np.ndarray, y: np.ndarray, loss: Loss, s) -
     except ValueError as exc:
         raise GradcheckError(f"network: {exc}") from None
 
-    def objective() -> float:
-        return float(loss.value(y, work.forward(x)))
+    base_loss = loss.value(y, output)
+    if not np.isfinite(base_loss):
+        raise GradcheckError(f"network: the {loss.name} loss is not finite on this input")
 
-    base = objective()
+    def objective() -> float:
+        return float(loss.value(y, work.forward(x)) - base_loss)
+
+    base = 0.0
     for layer in work.layers:
         if hasattr(layer, "grads"):
             layer.grads = {}
