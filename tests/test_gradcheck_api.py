@@ -121,8 +121,10 @@ def test_maxpool_tie_is_a_kink_not_a_failure():
     x[0, 0, 0, 0] = x[0, 0, 1, 1] = 5.0  # two tied maxima in one window
     x[0, 1, 2, 3] = x[0, 1, 3, 3] = 4.0  # and in another
     c = check_layer(MaxPool(2), x)["input"]
-    assert c.kinks == 4 and c.failures == 0 and c.passed
-    assert c.status == "ok (4 kinks)"
+    # The first maximum of each tie gets the gradient, which its right-hand difference
+    # confirms; the second gets none, so it is probed and found on a kink.
+    assert c.kinks == 2 and c.failures == 0 and c.passed
+    assert c.status == "ok (2 kinks)"
 
 
 def test_kinks_do_not_hide_real_failures():

@@ -35,6 +35,12 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--oracle", choices=["tensorflow"], default=None, help="also compare with TensorFlow"
     )
+    parser.add_argument(
+        "--max-elements",
+        type=positive_int,
+        default=None,
+        help="full mode: check at most N random elements per tensor (default: all)",
+    )
     parser.add_argument("--batch", type=positive_int, default=2, help="digits per check")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(handler=run)
@@ -75,7 +81,14 @@ def layer_inputs(network: Network, x: np.ndarray) -> list[np.ndarray]:
 
 
 def run_checks(
-    network: Network, x: np.ndarray, y: np.ndarray, *, fast: bool, oracle: str | None, seed: int
+    network: Network,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    fast: bool = False,
+    oracle: str | None = None,
+    seed: int = 0,
+    max_elements: int | None = None,
 ) -> list[Report]:
     """Every layer on its own (full or fast), then the whole network (fast), then the oracle."""
     mode = "fast" if fast else "full"
@@ -85,7 +98,7 @@ def run_checks(
     for layer, layer_x in tqdm(
         steps, desc="gradcheck", unit="layer", file=sys.stderr, disable=None
     ):
-        reports.append(check_layer(layer, layer_x, mode=mode, seed=seed))
+        reports.append(check_layer(layer, layer_x, mode=mode, seed=seed, max_elements=max_elements))
     reports.append(check_network(network, x, y, mode="fast", seed=seed))
     if oracle == "tensorflow":
         from labkit.oracle import check_layer_against_tensorflow
@@ -103,7 +116,15 @@ def run(args: argparse.Namespace) -> int:
     x += np.random.default_rng(args.seed).normal(0.0, 0.01, x.shape)
     y = one_hot(data.y_test[: args.batch]).astype(np.float64)
     start = time.perf_counter()
-    reports = run_checks(network, x, y, fast=args.fast, oracle=args.oracle, seed=args.seed)
+    reports = run_checks(
+        network,
+        x,
+        y,
+        fast=args.fast,
+        oracle=args.oracle,
+        seed=args.seed,
+        max_elements=args.max_elements,
+    )
     seconds = time.perf_counter() - start
     checks = [check for report in reports for check in report.checks]
     failed = [check for check in checks if not check.passed]
