@@ -47,7 +47,8 @@ class MaxPool(Layer):
                 f"got {tuple(shape)}"
             )
         _, oh, ow = self.output_shape(shape[1:])
-        # Max of p*p strided slices: elementwise over the whole batch, no window copy.
+        # Max of p*p strided slices: elementwise over the whole batch, no window copy;
+        # order="K" keeps the input's memory layout (channels-last after a convolution).
         output = input[self._window_slices(0, 0, oh, ow)].copy(order="K")
         for a in range(p):
             for b in range(p):
@@ -65,22 +66,37 @@ class MaxPool(Layer):
                 f"{self.describe()}: expected output gradient of shape {self.output.shape}, "
                 f"got {output_gradient.shape}"
             )
-        p = self.pool_size
-        oh, ow = self.output.shape[2:]
-        # zeros_like keeps the input's memory layout (channels-last after a convolution).
-        input_gradient = np.zeros_like(self.input, dtype=output_gradient.dtype)
-        # Offsets are visited in row-major order; `taken` marks windows whose max has
-        # already been routed, which implements the first-max tie rule.
-        taken = np.zeros(self.output.shape, dtype=bool)
-        overlapping = self.stride < p
-        for a in range(p):
-            for b in range(p):
-                index = self._window_slices(a, b, oh, ow)
-                is_max = self.input[index] == self.output
-                is_max &= ~taken
-                taken |= is_max
-                if overlapping:
-                    input_gradient[index] += output_gradient * is_max
-                else:  # each input element is in one window at most: write in place
-                    np.multiply(output_gradient, is_max, out=input_gradient[index])
+        # *_like keeps the input's memory layout (channels-last after a convolution). When
+        # the windows tile the input exactly, every element is written below: no zeroing.
+        h, w = self.input.shape[2:]
+        p, stride = self.pool_size, self.stride
+        tiled = stride == p and h % p == 0 and w % p == 0
+        allocate = np.empty_like if tiled else np.zeros_like
+        input_gradient = allocate(self.input, dtype=output_gradient.dtype)
+        self._route(output_gradient, input_gradient)
         return input_gradient
+
+    def _route(self, output_gradient: np.ndarray, input_gradient: np.ndarray) -> None:
+        """Send each window's gradient to its first maximum.
+
+        Offsets are visited in row-major order and `unrouted` holds the gradient of the
+        windows whose maximum hasn't been met yet: the first-max tie rule, with no
+        per-window index stored by forward.
+        """
+        p = self.pool_size
+        inputs, outputs = self.input, self.output
+        oh, ow = outputs.shape[2:]
+        unrouted = output_gradient.copy(order="K")
+        overlapping = self.stride < p
+        offsets = [(a, b) for a in range(p) for b in range(p)]
+        for number, (a, b) in enumerate(offsets):
+            index = self._window_slices(a, b, oh, ow)
+            is_max = inputs[index] == outputs
+            if overlapping:
+                routed = unrouted * is_max
+                input_gradient[index] += routed
+            else:  # each input element is in one window at most: write in place
+                routed = input_gradient[index]
+                np.multiply(unrouted, is_max, out=routed)
+            if number < len(offsets) - 1:
+                unrouted -= routed  # exact: x - x = 0 where routed, x - 0 = x elsewhere
