@@ -132,7 +132,8 @@ def format_table(checks: Iterable[TensorCheck]) -> str:
         worst = "-" if c.worst_index is None else str(c.worst_index)
         status = c.status if not c.note else f"FAIL: {c.note}"
         if c.failures and c.analytic is not None:
-            status += f" (analytic {c.analytic:.6g}, numeric {c.numeric:.6g})"
+            status = f"FAIL {c.failures}/{c.checked} (analytic {c.analytic:.6g}, "
+            status += f"numeric {c.numeric:.6g} at worst)"
         rows.append(
             (
                 c.layer,
