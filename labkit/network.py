@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from labkit import hooks
 from labkit import layers as layer_module
 from labkit.errors import LabkitError
 from labkit.layers.base import Layer
@@ -54,6 +55,20 @@ class Network:
         if not input_gradient and getattr(first, "can_skip_input_gradient", False):
             return first.backward(grad, learning_rate, input_gradient=False)
         return first.backward(grad, learning_rate)
+
+    def register_hook(
+        self,
+        forward: hooks.ForwardHook | None = None,
+        backward: hooks.BackwardHook | None = None,
+    ) -> hooks.HandleGroup:
+        """Attach the same forward and/or backward hook to every layer; one handle for all."""
+        handles = []
+        for layer in self.layers:
+            if forward is not None:
+                handles.append(layer.register_forward_hook(forward))
+            if backward is not None:
+                handles.append(layer.register_backward_hook(backward))
+        return hooks.HandleGroup(handles)
 
     def predict(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """Forward ``x`` in batches (bounded memory); returns the stacked outputs."""

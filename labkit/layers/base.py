@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
+
+from labkit import hooks
 
 
 class Layer:
@@ -29,6 +32,25 @@ class Layer:
         self, output_gradient: np.ndarray, learning_rate: float | None = None
     ) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    # -- hooks (see labkit.hooks: free while none is registered) -------------------------
+
+    def register_forward_hook(self, fn: hooks.ForwardHook) -> hooks.HookHandle:
+        """Call ``fn(layer, input, output)`` after every forward; returns a removable handle."""
+        return hooks.register(self, "forward", fn)
+
+    def register_backward_hook(self, fn: hooks.BackwardHook) -> hooks.HookHandle:
+        """Call ``fn(layer, grad_input, grad_output)`` after every backward."""
+        return hooks.register(self, "backward", fn)
+
+    def __deepcopy__(self, memo: dict) -> Layer:
+        """A copy without hooks: a wrapper would still call the original layer."""
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            if key not in hooks.HOOK_ATTRIBUTES:
+                clone.__dict__[key] = copy.deepcopy(value, memo)
+        return clone
 
     # -- helpers shared by the concrete layers ------------------------------------------
 
