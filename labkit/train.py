@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -47,6 +48,8 @@ class Callback:
     """Hooks into the training loop; override what you need (all default to no-ops)."""
 
     def on_train_begin(self, trainer: Trainer) -> None: ...
+
+    def on_step_begin(self, trainer: Trainer, step: int) -> None: ...
 
     def on_step_end(self, trainer: Trainer, step: int, logs: dict) -> None: ...
 
@@ -111,6 +114,7 @@ class Trainer:
         self.progress = progress
         self.step = 0
         self.epoch = 0
+        self.total_steps = 0  # known once fit() starts: callbacks size their storage by it
 
     def train_step(self, x: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
         """One forward/backward/update on a batch; returns (loss, number correct)."""
@@ -127,6 +131,7 @@ class Trainer:
         if epochs < 1:
             raise ValueError(f"epochs must be positive, got {epochs}")
         result = TrainResult()
+        self.total_steps = self.step + epochs * math.ceil(len(data.x_train) / self.batch_size)
         for callback in self.callbacks:
             callback.on_train_begin(self)
         with _StopAtStepBoundary() as stop:
@@ -166,6 +171,8 @@ class Trainer:
             for begin in range(0, n, self.batch_size):
                 index = order[begin : begin + self.batch_size]
                 x, targets = data.x_train[index], one_hot(data.y_train[index])
+                for callback in self.callbacks:
+                    callback.on_step_begin(self, self.step + 1)
                 loss, correct = self.train_step(x, targets)
                 total_loss += loss * len(index)
                 total_correct += correct

@@ -83,7 +83,7 @@ def test_existing_run_is_never_overwritten(trained_run):
     before = (trained_run / "weights.npz").read_bytes()
     result = run_cli("train", "--out", str(trained_run), "--epochs", "1")
     assert result.returncode == 2
-    assert "already holds trained weights" in result.stderr
+    assert "already holds a trained run" in result.stderr
     assert (trained_run / "weights.npz").read_bytes() == before
 
 

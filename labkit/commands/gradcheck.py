@@ -17,6 +17,7 @@ from labkit.errors import LabkitError
 from labkit.gradcheck import Report, check_layer, check_network, float64_copy, format_table
 from labkit.models import MODELS
 from labkit.network import Network
+from labkit.runs import write_gradcheck
 
 
 def add_parser(commands) -> None:
@@ -142,14 +143,17 @@ def run(args: argparse.Namespace) -> int:
         "passed": not failed,
         "reports": [report.to_dict() for report in reports],
     }
-    targets = [args.json] if args.json else []
-    if args.run is not None:
-        targets.append(args.run / "gradchecks" / f"gradcheck-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    for target in targets:
+    if args.json is not None:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(document, indent=2) + "\n")
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(document, indent=2) + "\n")
         except OSError as exc:
-            raise LabkitError(f"{target}: cannot write the report ({exc.strerror})") from None
-        print(f"report written to {target}")
+            raise LabkitError(f"{args.json}: cannot write the report ({exc.strerror})") from None
+        print(f"report written to {args.json}")
+    if args.run is not None:
+        try:
+            stored = write_gradcheck(args.run, document)
+        except OSError as exc:
+            raise LabkitError(f"{args.run}: cannot store the report ({exc.strerror})") from None
+        print(f"report written to {stored}")
     return 1 if failed else 0

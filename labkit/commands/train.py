@@ -16,6 +16,7 @@ from labkit.data import load_mnist
 from labkit.errors import LabkitError
 from labkit.models import MODELS
 from labkit.optim import OPTIMIZERS
+from labkit.recorder import Recorder, RecordSchedule, choose_probes
 from labkit.train import Callback, EpochResult, Trainer
 
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3}
@@ -35,6 +36,14 @@ def add_parser(commands) -> None:
     train.add_argument(
         "--out", type=Path, default=None, help="output folder (default: runs/MODEL-TIMESTAMP)"
     )
+    train.add_argument(
+        "--record-every",
+        type=positive_int,
+        default=50,
+        help="record activations, gradients and weights every N steps (denser at the start)",
+    )
+    train.add_argument("--no-record", action="store_true", help="save only the weights")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=run)
 
@@ -59,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
     data = load_mnist(args.data or default_data())
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     weights_path = out / "weights.npz"
-    if weights_path.exists():
-        raise LabkitError(f"{out}: already holds trained weights; choose another --out")
+    if weights_path.exists() and not args.overwrite:
+        raise LabkitError(
+            f"{out}: already holds a trained run; choose another --out or --overwrite"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -79,20 +90,44 @@ def run(args: argparse.Namespace) -> int:
         "data": data.source,
         "labkit_version": __version__,
     }
+    callbacks: list[Callback] = [_EpochPrinter(args.epochs)]
+    recorder = None
+    if not args.no_record:
+        probes = choose_probes(data.y_test, seed=args.seed)
+        recorder = Recorder(
+            out,
+            data.x_test[probes],
+            data.y_test[probes],
+            schedule=RecordSchedule(every=args.record_every),
+            manifest={
+                "config": config,
+                "seed": args.seed,
+                "data_source": data.source,
+                "probe_index": probes.tolist(),
+            },
+            overwrite=args.overwrite,
+        )
+        callbacks.append(recorder)
+    recording = "" if recorder is None else f", recording every {args.record_every} steps"
     print(
         f"training {args.model} ({network.parameter_count():,} parameters) on {data.source}: "
-        f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, {args.epochs} epochs -> {out}"
+        f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, {args.epochs} epochs"
+        f"{recording} -> {out}"
     )
     trainer = Trainer(
         network,
         optimizer,
         batch_size=args.batch_size,
         seed=args.seed,
-        callbacks=[_EpochPrinter(args.epochs)],
+        callbacks=callbacks,
         progress=not args.no_progress,
     )
     start = time.perf_counter()
-    result = trainer.fit(data, args.epochs)
+    try:
+        result = trainer.fit(data, args.epochs)
+    finally:
+        if recorder is not None:
+            recorder.close("failed")  # a no-op after a normal end, which closed it already
     network.save(weights_path)
     history = {
         "config": config,

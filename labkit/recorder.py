@@ -1,0 +1,277 @@
+"""Record activations, gradients, weights and feature maps while training, into a run.
+
+The :class:`Recorder` is a training callback. On a record step it attaches forward and
+backward hooks to every layer for that one step (so other steps pay nothing), then
+writes one record to the run store (:mod:`labkit.runs`):
+
+- per layer, statistics of its output (activation) and of the gradient arriving at its
+  output: ``STATS_FIELDS``, over the whole batch, and a histogram over fixed sign-log
+  bins (``HIST_EDGES``) of at most ``HIST_SAMPLES`` evenly strided elements;
+- every parameter (float32) and its update-to-weight ratio ``|p_after - p_before| / |p|``;
+- every layer's output for a fixed probe set of 16 test digits (float16), and the
+  network's probabilities for them;
+- scalar metrics (loss, batch accuracy, learning rate) for every step, and test accuracy
+  at epoch ends, in ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from labkit.layers import Sigmoid, Tanh, softmax
+from labkit.network import Network
+from labkit.runs import RunWriter, layer_key
+from labkit.train import Callback, EpochResult, Trainer, TrainResult
+
+STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")
+_MAGNITUDES = 10.0 ** np.arange(-6, 2.01, 0.25)
+HIST_EDGES = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])  # one bin spans (-1e-6, 1e-6)
+HIST_SAMPLES = 16_384
+PROBES = 16
+
+
+@dataclass(frozen=True)
+class RecordSchedule:
+    """Which steps are recorded: every step up to 10, every 5th up to ``dense_until``,
+    then every ``every``-th, and always the last one."""
+
+    every: int = 50
+    dense_until: int = 100
+
+    def records(self, step: int, total_steps: int) -> bool:
+        return (
+            step <= 10
+            or (step <= self.dense_until and step % 5 == 0)
+            or step % self.every == 0
+            or step == total_steps
+        )
+
+    def count(self, total_steps: int) -> int:
+        return sum(self.records(step, total_steps) for step in range(1, total_steps + 1))
+
+
+def tensor_stats(values: np.ndarray, saturation: tuple[float, float] | None) -> np.ndarray:
+    """``STATS_FIELDS`` of an array; saturated_fraction is NaN where it means nothing."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if flat.size == 0:
+        return np.full(len(STATS_FIELDS), np.nan, dtype=np.float32)
+    if saturation is None:
+        saturated = np.nan
+    else:
+        low, high = saturation
+        saturated = np.count_nonzero((flat <= low) | (flat >= high)) / flat.size
+    return np.array(
+        [
+            flat.mean(),
+            flat.std(),
+            flat.min(),
+            flat.max(),
+            np.sqrt(flat @ flat),
+            np.count_nonzero(flat == 0) / flat.size,
+            saturated,
+        ],
+        dtype=np.float32,
+    )
+
+
+def histogram(values: np.ndarray, edges: np.ndarray = HIST_EDGES) -> np.ndarray:
+    """Counts over ``edges`` of at most HIST_SAMPLES evenly strided elements; outliers clip."""
+    flat = np.asarray(values).reshape(-1)
+    stride = max(1, math.ceil(flat.size / HIST_SAMPLES))
+    sample = np.clip(flat[::stride], edges[0], edges[-1])
+    return np.histogram(sample, bins=edges)[0].astype(np.int32)
+
+
+def saturation_band(layer) -> tuple[float, float] | None:
+    """Outputs counted as saturated: where sigmoid' or tanh' has fallen below ~0.04."""
+    if isinstance(layer, Sigmoid):
+        return (0.04, 0.96)
+    if isinstance(layer, Tanh):
+        return (-0.98, 0.98)
+    return None
+
+
+def choose_probes(labels: np.ndarray, count: int = PROBES, seed: int = 0) -> np.ndarray:
+    """Indices of ``count`` digits with every class present, fixed for a seed."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    first = [order[np.flatnonzero(labels[order] == c)[0]] for c in np.unique(labels)]
+    rest = [i for i in order if i not in set(first)]
+    return np.sort(np.array(first + rest[: count - len(first)], dtype=np.int64))
+
+
+class Recorder(Callback):
+    """Write a run while a :class:`~labkit.train.Trainer` trains (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        probe_images: np.ndarray,
+        probe_labels: np.ndarray,
+        *,
+        schedule: RecordSchedule = RecordSchedule(),
+        manifest: dict | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.probe_images = np.asarray(probe_images, dtype=np.float32)
+        self.probe_labels = np.asarray(probe_labels, dtype=np.int64)
+        self.schedule = schedule
+        self.extra_manifest = dict(manifest or {})
+        self.overwrite = overwrite
+        self.writer: RunWriter | None = None
+        self._pending_metrics: list[dict] = []
+        self._captured: dict[str, np.ndarray] = {}
+        self._handles: list = []
+        self._before: dict[str, np.ndarray] = {}
+
+    # -- layout -------------------------------------------------------------------------
+
+    def _layout(self, network: Network) -> tuple[dict, dict, list[str]]:
+        """Record arrays, the manifest's layer table, and the update-ratio names."""
+        arrays: dict[str, tuple[tuple[int, ...], str]] = {}
+        layers, ratio_names = [], []
+        shape = tuple(self.probe_images.shape[1:])
+        for index, layer in enumerate(network.layers):
+            key = layer_key(index, layer)
+            shape = tuple(layer.output_shape(shape))
+            arrays[f"stats/{key}"] = ((2, len(STATS_FIELDS)), "float32")
+            arrays[f"hist/{key}"] = ((2, len(HIST_EDGES) - 1), "int32")
+            arrays[f"features/{key}"] = ((len(self.probe_images), *shape), "float16")
+            for name, value in layer.params.items():
+                arrays[f"params/{key}/{name}"] = (tuple(value.shape), "float32")
+                ratio_names.append(f"{key}/{name}")
+            layers.append(
+                {
+                    "key": key,
+                    "name": layer.name,
+                    "class": type(layer).__name__,
+                    "output_shape": list(shape),
+                    "params": {n: list(v.shape) for n, v in layer.params.items()},
+                }
+            )
+        arrays["update_ratio"] = ((len(ratio_names),), "float32")
+        arrays["probs"] = ((len(self.probe_images), int(np.prod(shape))), "float32")
+        return arrays, layers, ratio_names
+
+    # -- callback -----------------------------------------------------------------------
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        network = trainer.network
+        arrays, layers, ratio_names = self._layout(network)
+        self.ratio_names = ratio_names
+        self.keys = [layer_key(i, layer) for i, layer in enumerate(network.layers)]
+        manifest = {
+            **self.extra_manifest,
+            "architecture": network.architecture(),
+            "layers": layers,
+            "stats_fields": list(STATS_FIELDS),
+            "hist_edges": HIST_EDGES.tolist(),
+            "update_ratio_names": ratio_names,
+            "schedule": {"every": self.schedule.every, "dense_until": self.schedule.dense_until},
+            "total_steps": trainer.total_steps,
+            "started": time.time(),
+        }
+        self.writer = RunWriter.create(
+            self.path,
+            capacity=self.schedule.count(trainer.total_steps),
+            record_arrays=arrays,
+            static_arrays={"probe/images": self.probe_images, "probe/labels": self.probe_labels},
+            manifest=manifest,
+            overwrite=self.overwrite,
+        )
+
+    def on_step_begin(self, trainer: Trainer, step: int) -> None:
+        if not self.schedule.records(step, trainer.total_steps):
+            return
+        self._captured = {}
+        for key, layer in zip(self.keys, trainer.network.layers, strict=True):
+            self._handles.append(layer.register_forward_hook(self._capture(key, "activation")))
+            self._handles.append(layer.register_backward_hook(self._capture(key, "gradient")))
+        self._before = {
+            name: param.copy() for name, param in self._parameters(trainer.network).items()
+        }
+
+    def _capture(self, key: str, kind: str):
+        def hook(layer, _, values) -> None:  # values: the output, or the gradient at it
+            band = saturation_band(layer) if kind == "activation" else None
+            self._captured[f"{key}/{kind}/stats"] = tensor_stats(values, band)
+            self._captured[f"{key}/{kind}/hist"] = histogram(values)
+
+        return hook
+
+    def _parameters(self, network: Network) -> dict[str, np.ndarray]:
+        return {
+            f"{key}/{name}": value
+            for key, layer in zip(self.keys, network.layers, strict=True)
+            for name, value in layer.params.items()
+        }
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict) -> None:
+        self._pending_metrics.append(
+            {
+                "step": step,
+                "epoch": logs["epoch"],
+                "loss": float(logs["loss"]),
+                "accuracy": float(logs["accuracy"]),
+                "lr": trainer.optimizer.lr,
+            }
+        )
+        if not self._handles:
+            return
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.writer.write_record(step, logs["epoch"], self._record(trainer.network))
+        self._flush_metrics()
+
+    def _record(self, network: Network) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {}
+        empty_stats = np.full(len(STATS_FIELDS), np.nan, dtype=np.float32)
+        empty_hist = np.zeros(len(HIST_EDGES) - 1, dtype=np.int32)
+        for key in self.keys:
+            stats = [self._captured.get(f"{key}/{k}/stats", empty_stats) for k in KINDS]
+            hists = [self._captured.get(f"{key}/{k}/hist", empty_hist) for k in KINDS]
+            arrays[f"stats/{key}"] = np.stack(stats)
+            arrays[f"hist/{key}"] = np.stack(hists)
+        ratios = []
+        for name, param in self._parameters(network).items():
+            before = self._before[name]
+            arrays[f"params/{name}"] = param
+            ratios.append(np.linalg.norm(param - before) / (np.linalg.norm(before) + 1e-12))
+        arrays["update_ratio"] = np.array(ratios, dtype=np.float32)
+        h = self.probe_images
+        for key, layer in zip(self.keys, network.layers, strict=True):
+            h = layer.forward(h)
+            arrays[f"features/{key}"] = h
+        arrays["probs"] = softmax(h.reshape(len(h), -1))
+        return arrays
+
+    def _flush_metrics(self) -> None:
+        if self._pending_metrics and self.writer is not None:
+            self.writer.append_metrics(self._pending_metrics)
+            self._pending_metrics = []
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        self._flush_metrics()
+        self.writer.append_metrics([{"kind": "epoch", "step": trainer.step, **result.as_dict()}])
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        self.close("interrupted" if result.interrupted else "completed")
+
+    def close(self, status: str) -> None:
+        """Detach hooks, flush metrics and close the run with ``status`` (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if self.writer is not None:
+            self._flush_metrics()
+            self.writer.close(status)
+            self.writer = None
+
+
+KINDS = ("activation", "gradient")

@@ -1,0 +1,194 @@
+"""The recorder: schedule, statistics, and a recorded run that matches direct computation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labkit.cli import main
+from labkit.data import MNIST, load_mnist
+from labkit.layers import softmax
+from labkit.models import lenet
+from labkit.optim import Adam
+from labkit.recorder import (
+    HIST_EDGES,
+    HIST_SAMPLES,
+    STATS_FIELDS,
+    Recorder,
+    RecordSchedule,
+    choose_probes,
+    histogram,
+    tensor_stats,
+)
+from labkit.runs import layer_key, open_run
+from labkit.train import Trainer
+
+
+def test_schedule_is_dense_at_the_start_then_every_n_and_always_the_last_step():
+    schedule = RecordSchedule(every=50, dense_until=100)
+    steps = [s for s in range(1, 333) if schedule.records(s, 332)]
+    assert steps[:10] == list(range(1, 11))
+    assert steps[10:28] == list(range(15, 101, 5))
+    assert steps[28:] == [150, 200, 250, 300, 332]
+    assert schedule.count(332) == len(steps)
+
+
+def test_stats_equal_numpy_on_the_same_values():
+    values = np.random.default_rng(0).standard_normal((4, 3, 5, 5)).astype(np.float32)
+    values[values < -1] = 0
+    stats = dict(zip(STATS_FIELDS, tensor_stats(values, (0.04, 0.96)), strict=True))
+    flat = values.astype(np.float64).ravel()
+    assert stats["mean"] == pytest.approx(flat.mean(), rel=1e-6)
+    assert stats["std"] == pytest.approx(flat.std(), rel=1e-6)
+    assert stats["min"] == flat.min() and stats["max"] == flat.max()
+    assert stats["l2"] == pytest.approx(np.linalg.norm(flat), rel=1e-6)
+    assert stats["zero_fraction"] == pytest.approx(np.mean(flat == 0))
+    assert stats["saturated_fraction"] == pytest.approx(np.mean((flat <= 0.04) | (flat >= 0.96)))
+    assert np.isnan(tensor_stats(values, None)[-1])
+
+
+def test_histogram_counts_a_strided_sample_and_clips_outliers():
+    values = np.concatenate([np.full(10, 1e9), np.full(10, -1e9), np.zeros(30)])
+    counts = histogram(values)
+    assert counts.sum() == 50 and counts[-1] == 10 and counts[0] == 10
+    assert counts[len(HIST_EDGES) // 2 - 1] == 30  # the bin around zero
+    big = np.ones(10 * HIST_SAMPLES)
+    assert histogram(big).sum() == HIST_SAMPLES
+
+
+def test_probes_cover_every_class_and_are_fixed_by_the_seed():
+    labels = np.random.default_rng(1).integers(0, 10, 500)
+    probes = choose_probes(labels, seed=3)
+    assert len(probes) == 16 and set(labels[probes]) == set(range(10))
+    assert np.array_equal(probes, choose_probes(labels, seed=3))
+    assert not np.array_equal(probes, choose_probes(labels, seed=4))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """Train lenet for 24 steps on part of the sample, recording, and keep raw activations."""
+    sample = load_mnist("sample")
+    data = MNIST(sample.x_train[:600], sample.y_train[:600], sample.x_test, sample.y_test, "t")
+    network = lenet(seed=0)
+    probes = choose_probes(data.y_test)
+    path = tmp_path_factory.mktemp("runs") / "run"
+    recorder = Recorder(
+        path, data.x_test[probes], data.y_test[probes], schedule=RecordSchedule(every=8)
+    )
+    raw: dict[int, dict[str, np.ndarray]] = {}
+    trainer = Trainer(network, Adam(network), batch_size=50, seed=0, progress=False)
+    trainer.callbacks = [recorder]
+
+    def keep(kind):
+        def hook(layer, _, values):
+            raw.setdefault(trainer.step + 1, {})[f"{layer.name}/{kind}"] = values.copy()
+
+        return hook
+
+    network.register_hook(forward=keep("activation"), backward=keep("gradient"))
+    result = trainer.fit(data, 2)
+    return open_run(path), network, raw, result, data.x_test[probes]
+
+
+def test_recorded_steps_follow_the_schedule(recorded):
+    run, *_ = recorded
+    assert list(run.steps) == [s for s in range(1, 25) if RecordSchedule(every=8).records(s, 24)]
+    assert run.status == "completed"
+
+
+def test_recorded_statistics_equal_a_direct_computation_on_the_same_batch(recorded):
+    run, network, raw, *_ = recorded
+    for record, step in enumerate(run.steps):
+        for index, layer in enumerate(network.layers):
+            stats = run.array(f"stats/{layer_key(index, layer)}", record)
+            for row, kind in enumerate(("activation", "gradient")):
+                values = raw[int(step)][f"{layer.name}/{kind}"].astype(np.float64)
+                assert stats[row][0] == pytest.approx(values.mean(), rel=1e-5, abs=1e-9)
+                assert stats[row][1] == pytest.approx(values.std(), rel=1e-5, abs=1e-9)
+                assert stats[row][4] == pytest.approx(np.linalg.norm(values), rel=1e-5)
+                assert stats[row][5] == pytest.approx(np.mean(values == 0))
+
+
+def test_last_record_holds_the_final_weights_features_and_probabilities(recorded):
+    run, network, _, _, probe_images = recorded
+    last = len(run.steps) - 1
+    h = probe_images
+    for index, layer in enumerate(network.layers):
+        key = layer_key(index, layer)
+        for name, value in layer.params.items():
+            assert np.array_equal(run.array(f"params/{key}/{name}", last), value)
+        h = layer.forward(h)
+        stored = run.array(f"features/{key}", last)
+        assert stored.dtype == np.float16
+        np.testing.assert_allclose(stored, h, rtol=2e-3, atol=2e-3)
+    probs = run.array("probs", last)
+    np.testing.assert_allclose(probs, softmax(h), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    assert np.array_equal(run.static("probe/images"), probe_images)
+
+
+def test_update_ratio_matches_consecutive_weight_snapshots(recorded):
+    run, *_ = recorded
+    names = run.manifest["update_ratio_names"]
+    for record in range(1, 5):  # steps 2..5 are consecutive records
+        ratios = run.array("update_ratio", record)
+        for column, name in enumerate(names):
+            before = run.array(f"params/{name}", record - 1)
+            after = run.array(f"params/{name}", record)
+            expected = np.linalg.norm(after - before) / np.linalg.norm(before)
+            assert ratios[column] == pytest.approx(expected, rel=1e-4)
+
+
+def test_metrics_have_every_step_and_each_epoch(recorded):
+    run, _, _, result, _ = recorded
+    rows = run.metrics()
+    steps = [row["step"] for row in rows if "loss" in row and row.get("kind") != "epoch"]
+    assert steps == list(range(1, 25))
+    epochs = [row for row in rows if row.get("kind") == "epoch"]
+    assert [row["test_accuracy"] for row in epochs] == [e.test_accuracy for e in result.epochs]
+
+
+def test_the_cli_records_by_default_and_not_with_no_record(tmp_path):
+    common = ["train", "--model", "tutorial", "--epochs", "1", "--no-progress"]
+    assert main([*common, "--record-every", "20", "--out", str(tmp_path / "a")]) == 0
+    run = open_run(tmp_path / "a")
+    assert run.steps[-1] == 63 and run.manifest["config"]["model"] == "tutorial"
+    assert main([*common, "--no-record", "--out", str(tmp_path / "b")]) == 0
+    assert not (tmp_path / "b" / "manifest.json").exists()
+    assert (tmp_path / "b" / "weights.npz").exists()
+
+
+def test_a_trainer_killed_mid_run_leaves_a_consistent_run(tmp_path):
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "labkit.cli", "train", "--epochs", "20", "--no-progress"]
+        + ["--record-every", "5", "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log = Path(out) / "records.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count("\n") >= 25:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    run = open_run(out)
+    assert run.status == "crashed"
+    assert len(run.steps) >= 25
+    network = lenet()
+    for record in range(len(run.steps)):
+        for index, layer in enumerate(network.layers):
+            key = layer_key(index, layer)
+            assert np.all(np.isfinite(run.array(f"stats/{key}", record)[:, :5]))
+            for name in layer.params:
+                assert np.all(np.isfinite(run.array(f"params/{key}/{name}", record)))
