@@ -6,7 +6,8 @@ writes one record to the run store (:mod:`labkit.runs`):
 
 - per layer, statistics of its output (activation) and of the gradient arriving at its
   output: ``STATS_FIELDS``, over the whole batch, and a histogram over fixed sign-log
-  bins (``HIST_EDGES``) of at most ``HIST_SAMPLES`` evenly strided elements;
+  bins (``HIST_EDGES``) of at most ``HIST_SAMPLES`` evenly strided elements, in the
+  arrays ``stats`` (layers x 2 x 7) and ``hist`` (layers x 2 x bins);
 - every parameter (float32) and its update-to-weight ratio ``|p_after - p_before| / |p|``;
 - every layer's output for a fixed probe set of 16 test digits (float16), and the
   network's probabilities for them;
@@ -139,8 +140,6 @@ class Recorder(Callback):
         for index, layer in enumerate(network.layers):
             key = layer_key(index, layer)
             shape = tuple(layer.output_shape(shape))
-            arrays[f"stats/{key}"] = ((2, len(STATS_FIELDS)), "float32")
-            arrays[f"hist/{key}"] = ((2, len(HIST_EDGES) - 1), "int32")
             arrays[f"features/{key}"] = ((len(self.probe_images), *shape), "float16")
             for name, value in layer.params.items():
                 arrays[f"params/{key}/{name}"] = (tuple(value.shape), "float32")
@@ -154,6 +153,11 @@ class Recorder(Callback):
                     "params": {n: list(v.shape) for n, v in layer.params.items()},
                 }
             )
+        # One array for the small per-layer tables: a chunk file per layer would cost a
+        # 4 KB disk block each for a few hundred bytes of data.
+        count = len(network.layers)
+        arrays["stats"] = ((count, 2, len(STATS_FIELDS)), "float32")
+        arrays["hist"] = ((count, 2, len(HIST_EDGES) - 1), "int32")
         arrays["update_ratio"] = ((len(ratio_names),), "float32")
         arrays["probs"] = ((len(self.probe_images), int(np.prod(shape))), "float32")
         return arrays, layers, ratio_names
@@ -233,11 +237,13 @@ class Recorder(Callback):
         arrays: dict[str, np.ndarray] = {}
         empty_stats = np.full(len(STATS_FIELDS), np.nan, dtype=np.float32)
         empty_hist = np.zeros(len(HIST_EDGES) - 1, dtype=np.int32)
-        for key in self.keys:
-            stats = [self._captured.get(f"{key}/{k}/stats", empty_stats) for k in KINDS]
-            hists = [self._captured.get(f"{key}/{k}/hist", empty_hist) for k in KINDS]
-            arrays[f"stats/{key}"] = np.stack(stats)
-            arrays[f"hist/{key}"] = np.stack(hists)
+        captured = self._captured
+        arrays["stats"] = np.array(
+            [[captured.get(f"{key}/{k}/stats", empty_stats) for k in KINDS] for key in self.keys]
+        )
+        arrays["hist"] = np.array(
+            [[captured.get(f"{key}/{k}/hist", empty_hist) for k in KINDS] for key in self.keys]
+        )
         ratios = []
         for name, param in self._parameters(network).items():
             before = self._before[name]

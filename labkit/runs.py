@@ -942,6 +942,71 @@ class Run:
             size_bytes=self.size_bytes(),
         )
 
+    # -- what labkit.recorder writes, by meaning rather than by array name ----------------
+
+    @property
+    def layers(self) -> list[dict]:
+        """The recorded layers: ``key``, ``name``, ``class``, ``output_shape``, ``params``."""
+        return list(self.manifest.get("layers", []))
+
+    def _layer_index(self, layer: int | str) -> int:
+        for index, entry in enumerate(self.layers):
+            if layer in (index, entry.get("key"), entry.get("name")):
+                return index
+        names = ", ".join(entry.get("key", "?") for entry in self.layers) or "none"
+        raise LabkitError(f"{self.path}: no recorded layer {layer!r} (layers: {names})")
+
+    def layer_stats(self, layer: int | str) -> dict:
+        """Every record's statistics for one layer (by index, key or name).
+
+        ``{"steps", "activation": {field: (R,)}, "gradient": {field: (R,)},
+        "hist_activation": (R, bins), "hist_gradient": (R, bins), "edges": (bins + 1,)}``
+        """
+        index = self._layer_index(layer)
+        stats = self.array("stats")[:, index]
+        hist = self.array("hist")[:, index]
+        fields = self.manifest["stats_fields"]
+        return {
+            "steps": self.steps,
+            "activation": {f: stats[:, 0, i] for i, f in enumerate(fields)},
+            "gradient": {f: stats[:, 1, i] for i, f in enumerate(fields)},
+            "hist_activation": hist[:, 0],
+            "hist_gradient": hist[:, 1],
+            "edges": np.asarray(self.manifest["hist_edges"]),
+        }
+
+    def weights(self, step: int) -> dict[str, dict[str, np.ndarray]]:
+        """Every parameter at the record taken at ``step``: ``{layer key: {name: array}}``."""
+        record = self.record_at(step)
+        return {
+            entry["key"]: {
+                name: self.array(f"params/{entry['key']}/{name}", record)
+                for name in entry.get("params", {})
+            }
+            for entry in self.layers
+        }
+
+    def feature_maps(self, step: int) -> dict[str, np.ndarray]:
+        """Every layer's output for the probe digits at ``step``: ``{layer key: (16, ...)}``."""
+        record = self.record_at(step)
+        return {e["key"]: self.array(f"features/{e['key']}", record) for e in self.layers}
+
+    def probabilities(self, step: int) -> np.ndarray:
+        """The network's class probabilities for the probe digits at ``step``."""
+        return self.array("probs", self.record_at(step))
+
+    def update_ratios(self) -> tuple[list[str], np.ndarray]:
+        """Parameter names and their update-to-weight ratios, one row per record."""
+        return list(self.manifest["update_ratio_names"]), self.array("update_ratio")
+
+    @property
+    def probe_images(self) -> np.ndarray:
+        return self.static("probe/images")
+
+    @property
+    def probe_labels(self) -> np.ndarray:
+        return self.static("probe/labels")
+
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, status={self.status!r}, records={len(self)})"
 

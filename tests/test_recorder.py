@@ -14,6 +14,7 @@ import pytest
 
 from labkit.cli import main
 from labkit.data import MNIST, load_mnist
+from labkit.errors import LabkitError
 from labkit.layers import softmax
 from labkit.models import lenet
 from labkit.optim import Adam
@@ -107,7 +108,7 @@ def test_recorded_statistics_equal_a_direct_computation_on_the_same_batch(record
     run, network, raw, *_ = recorded
     for record, step in enumerate(run.steps):
         for index, layer in enumerate(network.layers):
-            stats = run.array(f"stats/{layer_key(index, layer)}", record)
+            stats = run.array("stats", record)[index]
             for row, kind in enumerate(("activation", "gradient")):
                 values = raw[int(step)][f"{layer.name}/{kind}"].astype(np.float64)
                 assert stats[row][0] == pytest.approx(values.mean(), rel=1e-5, abs=1e-9)
@@ -189,6 +190,33 @@ def test_a_trainer_killed_mid_run_leaves_a_consistent_run(tmp_path):
     for record in range(len(run.steps)):
         for index, layer in enumerate(network.layers):
             key = layer_key(index, layer)
-            assert np.all(np.isfinite(run.array(f"stats/{key}", record)[:, :5]))
+            assert np.all(np.isfinite(run.array("stats", record)[index][:, :5]))
             for name in layer.params:
                 assert np.all(np.isfinite(run.array(f"params/{key}/{name}", record)))
+
+
+def test_the_run_reads_back_by_meaning(recorded):
+    run, network, _, _, probe_images = recorded
+    step = int(run.steps[-1])
+    weights = run.weights(step)
+    features = run.feature_maps(step)
+    for index, layer in enumerate(network.layers):
+        key = layer_key(index, layer)
+        assert set(weights[key]) == set(layer.params)
+        for name, value in layer.params.items():
+            assert np.array_equal(weights[key][name], value)
+    for entry in run.layers:
+        assert features[entry["key"]].shape == (16, *entry["output_shape"])
+    stats = run.layer_stats("00-Convolutional")
+    assert stats["activation"]["mean"].shape == (len(run.steps),)
+    assert stats["hist_gradient"].shape == (len(run.steps), len(stats["edges"]) - 1)
+    assert np.array_equal(run.layer_stats(0)["gradient"]["l2"], stats["gradient"]["l2"])
+    assert np.array_equal(run.probe_images, probe_images)
+    assert set(run.probe_labels) == set(range(10))
+    np.testing.assert_allclose(run.probabilities(step).sum(axis=1), 1, rtol=1e-5)
+    names, ratios = run.update_ratios()
+    assert ratios.shape == (len(run.steps), len(names))
+    with pytest.raises(LabkitError, match="no recorded layer"):
+        run.layer_stats("99-Nothing")
+    with pytest.raises(LabkitError, match="no record at step"):
+        run.weights(step + 1)
