@@ -3,7 +3,7 @@
     python benchmarks/bench_recording.py --data ../shared/data/mnist.npz [--epochs 1] [--repeats 2]
 
 Trains the same network from the same seed with and without recording (default settings:
-every 50 steps, denser at the start), alternating in one process, and prints the median
+every 100 steps, denser at the start), alternating in one process, and prints the median
 wall times, their ratio, and the run's size on disk.
 """
 

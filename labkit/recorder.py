@@ -18,6 +18,8 @@ writes one record to the run store (:mod:`labkit.runs`):
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +34,9 @@ from labkit.train import Callback, EpochResult, Trainer, TrainResult
 STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")
 _MAGNITUDES = 10.0 ** np.arange(-6, 2.01, 0.25)
 HIST_EDGES = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])  # one bin spans (-1e-6, 1e-6)
-HIST_SAMPLES = 16_384
+HIST_SAMPLES = 4_096
 PROBES = 16
+KINDS = ("activation", "gradient")  # the two rows of each layer's stats and hist
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class RecordSchedule:
     """Which steps are recorded: every step up to 10, every 5th up to ``dense_until``,
     then every ``every``-th, and always the last one."""
 
-    every: int = 50
+    every: int = 100
     dense_until: int = 100
 
     def records(self, step: int, total_steps: int) -> bool:
@@ -57,8 +60,12 @@ class RecordSchedule:
 
 
 def tensor_stats(values: np.ndarray, saturation: tuple[float, float] | None) -> np.ndarray:
-    """``STATS_FIELDS`` of an array; saturated_fraction is NaN where it means nothing."""
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    """``STATS_FIELDS`` of an array; saturated_fraction is NaN where it means nothing.
+
+    Sums accumulate in float64 without converting the array (that copy would cost more
+    than the statistics themselves).
+    """
+    flat = np.asarray(values).reshape(-1)
     if flat.size == 0:
         return np.full(len(STATS_FIELDS), np.nan, dtype=np.float32)
     if saturation is None:
@@ -66,13 +73,15 @@ def tensor_stats(values: np.ndarray, saturation: tuple[float, float] | None) -> 
     else:
         low, high = saturation
         saturated = np.count_nonzero((flat <= low) | (flat >= high)) / flat.size
+    mean = flat.mean(dtype=np.float64)
+    square_sum = np.square(flat, dtype=np.float64).sum()
     return np.array(
         [
-            flat.mean(),
-            flat.std(),
+            mean,
+            np.sqrt(max(square_sum / flat.size - mean * mean, 0.0)),
             flat.min(),
             flat.max(),
-            np.sqrt(flat @ flat),
+            np.sqrt(square_sum),
             np.count_nonzero(flat == 0) / flat.size,
             saturated,
         ],
@@ -81,11 +90,16 @@ def tensor_stats(values: np.ndarray, saturation: tuple[float, float] | None) -> 
 
 
 def histogram(values: np.ndarray, edges: np.ndarray = HIST_EDGES) -> np.ndarray:
-    """Counts over ``edges`` of at most HIST_SAMPLES evenly strided elements; outliers clip."""
+    """Counts over ``edges`` of at most HIST_SAMPLES evenly strided elements; outliers clip.
+
+    Bins are ``[edges[i], edges[i+1])`` (the last one closed), found by a binary search of
+    the edges for each sampled value, with no sort of the values.
+    """
     flat = np.asarray(values).reshape(-1)
     stride = max(1, math.ceil(flat.size / HIST_SAMPLES))
-    sample = np.clip(flat[::stride], edges[0], edges[-1])
-    return np.histogram(sample, bins=edges)[0].astype(np.int32)
+    bins = np.searchsorted(edges, flat[::stride], side="right") - 1
+    np.clip(bins, 0, len(edges) - 2, out=bins)
+    return np.bincount(bins, minlength=len(edges) - 1).astype(np.int32)
 
 
 def saturation_band(layer) -> tuple[float, float] | None:
@@ -125,6 +139,9 @@ class Recorder(Callback):
         self.extra_manifest = dict(manifest or {})
         self.overwrite = overwrite
         self.writer: RunWriter | None = None
+        self._jobs: queue.Queue | None = None
+        self._worker: threading.Thread | None = None
+        self._failure: BaseException | None = None
         self._pending_metrics: list[dict] = []
         self._captured: dict[str, np.ndarray] = {}
         self._handles: list = []
@@ -169,9 +186,13 @@ class Recorder(Callback):
         arrays, layers, ratio_names = self._layout(network)
         self.ratio_names = ratio_names
         self.keys = [layer_key(i, layer) for i, layer in enumerate(network.layers)]
+        try:
+            architecture = network.architecture()
+        except NotImplementedError:  # a user layer without config(): the run still records
+            architecture = None
         manifest = {
             **self.extra_manifest,
-            "architecture": network.architecture(),
+            "architecture": architecture,
             "layers": layers,
             "stats_fields": list(STATS_FIELDS),
             "hist_edges": HIST_EDGES.tolist(),
@@ -188,6 +209,28 @@ class Recorder(Callback):
             manifest=manifest,
             overwrite=self.overwrite,
         )
+        # Writing a record (compression, files, fsync) runs on a thread of its own, so the
+        # next training steps overlap with it; one thread keeps the records in order.
+        self._jobs = queue.Queue(maxsize=2)
+        self._worker = threading.Thread(target=self._work, name="labkit-recorder", daemon=True)
+        self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self._failure is None:
+                try:
+                    job()
+                except BaseException as exc:  # reported to the training thread
+                    self._failure = exc
+
+    def _submit(self, job) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        self._jobs.put(job)
 
     def on_step_begin(self, trainer: Trainer, step: int) -> None:
         if not self.schedule.records(step, trainer.total_steps):
@@ -230,7 +273,8 @@ class Recorder(Callback):
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self.writer.write_record(step, logs["epoch"], self._record(trainer.network))
+        arrays, epoch, writer = self._record(trainer.network), logs["epoch"], self.writer
+        self._submit(lambda: writer.write_record(step, epoch, arrays))
         self._flush_metrics()
 
     def _record(self, network: Network) -> dict[str, np.ndarray]:
@@ -247,7 +291,7 @@ class Recorder(Callback):
         ratios = []
         for name, param in self._parameters(network).items():
             before = self._before[name]
-            arrays[f"params/{name}"] = param
+            arrays[f"params/{name}"] = param.copy()  # the optimizer updates it in place
             ratios.append(np.linalg.norm(param - before) / (np.linalg.norm(before) + 1e-12))
         arrays["update_ratio"] = np.array(ratios, dtype=np.float32)
         h = self.probe_images
@@ -259,12 +303,13 @@ class Recorder(Callback):
 
     def _flush_metrics(self) -> None:
         if self._pending_metrics and self.writer is not None:
-            self.writer.append_metrics(self._pending_metrics)
-            self._pending_metrics = []
+            rows, writer, self._pending_metrics = self._pending_metrics, self.writer, []
+            self._submit(lambda: writer.append_metrics(rows))
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         self._flush_metrics()
-        self.writer.append_metrics([{"kind": "epoch", "step": trainer.step, **result.as_dict()}])
+        row, writer = {"kind": "epoch", "step": trainer.step, **result.as_dict()}, self.writer
+        self._submit(lambda: writer.append_metrics([row]))
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         self.close("interrupted" if result.interrupted else "completed")
@@ -274,10 +319,15 @@ class Recorder(Callback):
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if self.writer is not None:
+        if self.writer is None:
+            return
+        try:
             self._flush_metrics()
+        finally:
+            self._jobs.put(None)
+            self._worker.join()
             self.writer.close(status)
             self.writer = None
-
-
-KINDS = ("activation", "gradient")
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure

@@ -478,6 +478,9 @@ class RunWriter:
                 chunks=(1, *(max(1, d) for d in shape)),
                 dtype=dtype,
                 chunk_key_encoding=_CHUNK_KEYS,
+                # zstd level 1: records are written while training, where its speed counts
+                # for more than the last few percent of size.
+                compressors=zarr.codecs.ZstdCodec(level=1),
             )
         for name, value in statics.items():
             array = group.create_array(

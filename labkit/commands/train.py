@@ -39,7 +39,7 @@ def add_parser(commands) -> None:
     train.add_argument(
         "--record-every",
         type=positive_int,
-        default=50,
+        default=RecordSchedule.every,
         help="record activations, gradients and weights every N steps (denser at the start)",
     )
     train.add_argument("--no-record", action="store_true", help="save only the weights")
