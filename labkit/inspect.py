@@ -25,3 +25,59 @@ def confusion_figure(matrix: np.ndarray, title: str = "Confusion matrix") -> Fig
     axes.set_title(f"{title} — accuracy {accuracy:.2%}")
     figure.colorbar(image, ax=axes, label="share of the true class")
     return figure
+
+
+def _mosaic(tiles: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
+    """Lay ``(n, h, w)`` tiles out in rows of ``columns``, separated by NaN gutters."""
+    n, h, w = tiles.shape
+    rows = -(-n // columns)
+    canvas = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad), np.nan)
+    for index in range(n):  # one slice copy per tile; n is a few hundred at most
+        r, c = divmod(index, columns)
+        canvas[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = tiles[index]
+    return canvas
+
+
+def kernel_grid_figure(kernels: np.ndarray, title: str) -> Figure:
+    """Every kernel of a convolution, one row per output channel, one column per input
+    channel (wrapped when there are many), on one symmetric colour scale around 0."""
+    depth, channels, k, _ = kernels.shape
+    columns = channels if channels > 1 else min(depth, 8)
+    tiles = kernels.reshape(depth * channels, k, k)
+    canvas = _mosaic(tiles, columns)
+    limit = float(np.nanmax(np.abs(canvas))) or 1.0
+    width = min(9.0, max(3.0, canvas.shape[1] * 0.1 + 1.5))
+    height = (width - 1.2) * canvas.shape[0] / canvas.shape[1] + 0.7
+    figure = Figure(figsize=(width, height), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(canvas, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    if channels > 1:
+        axes.set_xlabel("input channel", fontsize=8)
+        axes.set_ylabel("output channel", fontsize=8)
+    axes.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return figure
+
+
+def feature_map_figure(maps: np.ndarray, title: str) -> Figure:
+    """One probe digit's output of a layer: a mosaic of its channels, or bars for a vector."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim == 1:
+        figure = Figure(figsize=(max(4, len(maps) * 0.04 + 2), 2.5), layout="constrained")
+        axes = figure.subplots()
+        axes.bar(np.arange(len(maps)), maps, width=1.0, color="#4c72b0")
+        axes.set_xlabel("unit")
+        axes.set_title(title, fontsize=9)
+        return figure
+    columns = min(len(maps), 8)
+    canvas = _mosaic(maps, columns)
+    height = canvas.shape[0] / canvas.shape[1] * 6
+    figure = Figure(figsize=(6.5, max(2.0, height + 0.8)), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(canvas, cmap="viridis", interpolation="nearest")
+    axes.set_axis_off()
+    axes.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return figure

@@ -1,0 +1,75 @@
+"""``labkit inspect``: kernel-grid and feature-map figures of a recorded run, with matplotlib."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from labkit.errors import LabkitError
+from labkit.inspect import feature_map_figure, kernel_grid_figure
+from labkit.runs import Run, open_run
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("inspect", help="write kernel and feature-map figures of a run")
+    parser.add_argument("run", type=Path, help="a run folder written by labkit train")
+    parser.add_argument("--step", type=int, default=None, help="default: the last record")
+    parser.add_argument("--layer", default=None, help="layer key (03-Convolutional) or index")
+    parser.add_argument("--image", type=int, default=0, help="probe digit, 0-15 (default 0)")
+    parser.add_argument("--out", type=Path, default=None, help="default: RUN/figures")
+    parser.add_argument("--format", choices=["png", "svg"], default="png")
+    parser.set_defaults(handler=run)
+
+
+def _layers(run_: Run, wanted: str | None) -> list[dict]:
+    layers = run_.layers
+    if wanted is None:
+        return layers
+    for index, entry in enumerate(layers):
+        if wanted in (str(index), entry["key"], entry.get("name")):
+            return [entry]
+    names = ", ".join(entry["key"] for entry in layers)
+    raise LabkitError(f"{run_.path}: no layer {wanted!r} (layers: {names})")
+
+
+def run(args: argparse.Namespace) -> int:
+    recorded = open_run(args.run)
+    if not len(recorded.steps):
+        raise LabkitError(f"{args.run}: the run has no completed record yet")
+    step = int(recorded.steps[-1]) if args.step is None else args.step
+    record = recorded.nearest_record(step)
+    step_used = int(recorded.steps[record])
+    probes = len(recorded.probe_labels)
+    if not 0 <= args.image < probes:
+        raise LabkitError(f"--image must be between 0 and {probes - 1}, got {args.image}")
+    layers = _layers(recorded, args.layer)
+    out = args.out or args.run / "figures"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabkitError(f"{out}: cannot create the folder ({exc.strerror})") from None
+    if step_used != step:
+        print(f"no record at step {step}; using the nearest, step {step_used}")
+    label = int(recorded.probe_labels[args.image])
+    written = []
+    for entry in layers:
+        key = entry["key"]
+        if entry["class"] == "Convolutional":
+            kernels = recorded.array(f"params/{key}/kernels", record)
+            figure = kernel_grid_figure(kernels, f"{key} kernels, step {step_used}")
+            written.append(_save(figure, out / f"kernels-{key}-step{step_used}.{args.format}"))
+        maps = recorded.array(f"features/{key}", record)[args.image]
+        title = f"{key} output, probe {args.image} (digit {label}), step {step_used}"
+        name = f"features-{key}-step{step_used}-probe{args.image}.{args.format}"
+        written.append(_save(feature_map_figure(maps, title), out / name))
+    for path in written:
+        print(path)
+    return 0
+
+
+def _save(figure, path: Path) -> Path:
+    try:
+        figure.savefig(path, dpi=110)
+    except OSError as exc:
+        raise LabkitError(f"{path}: cannot write the figure ({exc.strerror})") from None
+    return path

@@ -1,0 +1,88 @@
+"""``labkit inspect``: kernel and feature-map figures from a recorded run."""
+
+from __future__ import annotations
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from labkit.cli import main
+from labkit.inspect import _mosaic, feature_map_figure, kernel_grid_figure
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inspect") / "run"
+    args = ["train", "--epochs", "1", "--record-every", "20", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    return out
+
+
+def test_every_layer_gets_a_feature_map_and_every_convolution_its_kernels(run_dir, capsys):
+    out = run_dir / "figs"
+    assert main(["inspect", str(run_dir), "--out", str(out), "--image", "5"]) == 0
+    names = sorted(path.name for path in out.iterdir())
+    printed = sorted(line.split("/")[-1] for line in capsys.readouterr().out.split())
+    assert names == printed
+    kernels = [n for n in names if n.startswith("kernels-")]
+    features = [n for n in names if n.startswith("features-")]
+    assert kernels == ["kernels-00-Convolutional-step63.png", "kernels-03-Convolutional-step63.png"]
+    assert len(features) == 10 and all(n.endswith("-step63-probe5.png") for n in features)
+
+
+def test_kernel_pixels_differ_between_two_steps(run_dir):
+    out = run_dir / "steps"
+    for step in ("1", "63"):
+        assert (
+            main(["inspect", str(run_dir), "--step", step, "--layer", "0", "--out", str(out)]) == 0
+        )
+    first = matplotlib.image.imread(out / "kernels-00-Convolutional-step1.png")
+    last = matplotlib.image.imread(out / "kernels-00-Convolutional-step63.png")
+    assert first.shape == last.shape
+    assert np.abs(first - last).max() > 0.1
+
+
+def test_svg_and_the_nearest_step(run_dir, capsys):
+    out = run_dir / "svg"
+    args = ["inspect", str(run_dir), "--step", "32", "--layer", "9", "--format", "svg"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "using the nearest, step 30" in capsys.readouterr().out
+    (figure,) = out.iterdir()
+    assert figure.name == "features-09-Dense-step30-probe0.svg"
+    assert figure.read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--layer", "42-Nothing"], "no layer '42-Nothing'"),
+        (["--image", "16"], "--image must be between 0 and 15"),
+    ],
+)
+def test_bad_input_is_one_line(run_dir, extra, message, capsys):
+    assert main(["inspect", str(run_dir), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_mosaic_places_each_tile_with_gutters():
+    tiles = np.arange(5 * 2 * 3, dtype=float).reshape(5, 2, 3)
+    canvas = _mosaic(tiles, columns=2)
+    assert canvas.shape == (3 * 3 - 1, 2 * 4 - 1)
+    assert np.array_equal(canvas[3:5, 4:7], tiles[3])
+    assert np.isnan(canvas[2]).all() and np.isnan(canvas[:, 3]).all()
+
+
+def test_figures_are_pure_functions_of_their_arrays():
+    kernels = np.random.default_rng(0).standard_normal((4, 2, 3, 3))
+    image = kernel_grid_figure(kernels, "k").axes[0].images[0]
+    assert np.nanmax(np.abs(image.get_array())) == pytest.approx(np.abs(kernels).max())
+    assert image.get_clim() == pytest.approx((-np.abs(kernels).max(), np.abs(kernels).max()))
+    bars = feature_map_figure(np.array([1.0, -2.0, 3.0]), "v").axes[0].patches
+    assert [bar.get_height() for bar in bars] == [1.0, -2.0, 3.0]
