@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from labkit import __version__
-from labkit.commands import evaluate, gradcheck, inspect, runs, train
+from labkit.commands import dashboard, evaluate, gradcheck, inspect, runs, train
 from labkit.errors import LabkitError
 
-SUBCOMMANDS = (train, evaluate, gradcheck, inspect, runs)
+SUBCOMMANDS = (train, evaluate, gradcheck, inspect, runs, dashboard)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -223,9 +223,11 @@ def _judge(
     A forward difference comes first: it costs one evaluation and is exact (up to
     rounding) wherever the output is linear in the tensor, as it is in every weight and
     bias. Only an element it doesn't confirm pays for the central difference; if that
-    still fails and the one-sided differences disagree, it is probed again at
-    ``eps / 10``: a smooth function's disagreement shrinks tenfold (curvature), a kink's
-    doesn't. If it shrank, the finer central difference is the better estimate.
+    still fails, it is probed again at ``eps / 10``. A smooth function gives the same
+    central difference at both steps and one-sided differences whose disagreement
+    shrinks tenfold (curvature); a kink inside the step (or several, along a direction)
+    breaks one or the other, and the element is a kink. Otherwise the central
+    difference at ``eps`` (less rounding than the finer one) decides.
     """
     place(s.eps)
     up = objective() - base
@@ -238,12 +240,14 @@ def _judge(
     place(0.0)
     central, backward = (up + down) / (2 * s.eps), down / s.eps
     tolerance = s.atol + s.rtol * abs(central)
-    if abs(analytic - central) <= tolerance or abs(forward - backward) <= tolerance:
+    if abs(analytic - central) <= tolerance:
         return central, False
     fine_central, fine_forward, fine_backward = _differences(place, s.eps / 10, base, objective)
-    if abs(fine_forward - fine_backward) > 0.5 * abs(forward - backward):
-        return central, True
-    return fine_central, False
+    gap = abs(forward - backward)
+    kink = abs(fine_central - central) > tolerance or (
+        gap > tolerance and abs(fine_forward - fine_backward) > 0.5 * gap
+    )
+    return central, kink
 
 
 def _per_sample(work, x: np.ndarray, output: np.ndarray) -> bool:
@@ -306,15 +310,17 @@ def _compare_input_batched(
         one_sided_gap = np.abs(up - down) / s.eps
         numeric[unsure] = central
         tolerance = _tolerance(central, s)
-        suspect = ~(np.abs(analytic[unsure] - central) <= tolerance) & (one_sided_gap > tolerance)
+        suspect = ~(np.abs(analytic[unsure] - central) <= tolerance)
         if suspect.any():
             fine = s.eps / 10
             picks = index[unsure[suspect]]
             fine_up, fine_down = shifted(fine, picks), -shifted(-fine, picks)
-            on_kink = np.abs(fine_up - fine_down) / fine > 0.5 * one_sided_gap[suspect]
+            fine_central = (fine_up + fine_down) / (2 * fine)
+            gap, limit = one_sided_gap[suspect], tolerance[suspect]
+            on_kink = (np.abs(fine_central - central[suspect]) > limit) | (
+                (gap > limit) & (np.abs(fine_up - fine_down) / fine > 0.5 * gap)
+            )
             kink[unsure[suspect][on_kink]] = True
-            refined = unsure[suspect][~on_kink]
-            numeric[refined] = ((fine_up + fine_down) / (2 * fine))[~on_kink]
     positions = [tuple(int(v) for v in np.unravel_index(i, x.shape)) for i in index]
     return _summarize(check, analytic, numeric, kink, positions, s)
 

@@ -129,6 +129,14 @@ class Network:
             np.savez(handle, **{ARCHITECTURE_KEY: np.array(spec)}, **self.state_dict())
 
     @classmethod
+    def from_architecture(cls, spec: list[dict]) -> Network:
+        """A fresh network from :meth:`architecture`'s description (built-in layers only)."""
+        try:
+            return cls([_build_layer(entry) for entry in spec])
+        except (ValueError, TypeError, KeyError, MemoryError) as exc:
+            raise LabkitError(f"unreadable architecture ({exc!r})") from None
+
+    @classmethod
     def load(cls, path: str | os.PathLike) -> Network:
         """Rebuild a network saved with :meth:`save` (never unpickles anything)."""
         arrays = _read_npz(path)

@@ -292,7 +292,8 @@ class Recorder(Callback):
         for name, param in self._parameters(network).items():
             before = self._before[name]
             arrays[f"params/{name}"] = param.copy()  # the optimizer updates it in place
-            ratios.append(np.linalg.norm(param - before) / (np.linalg.norm(before) + 1e-12))
+            norm = np.linalg.norm(before)  # a zero start (biases) has no meaningful ratio
+            ratios.append(np.linalg.norm(param - before) / norm if norm > 0 else np.nan)
         arrays["update_ratio"] = np.array(ratios, dtype=np.float32)
         h = self.probe_images
         for key, layer in zip(self.keys, network.layers, strict=True):

@@ -1,0 +1,325 @@
+"""What each control does: plain functions of the inputs (testable without a browser),
+wired to the page by :func:`register`."""
+
+from __future__ import annotations
+
+import numpy as np
+from dash import Dash, Input, Output, State, ctx, no_update
+
+from dashboards import figures
+from dashboards.store import CachedRun, RunStore
+from labkit.errors import LabkitError
+
+
+def run_options(store: RunStore) -> list[dict]:
+    """Dropdown options: every run with its status; a corrupt run is shown, disabled."""
+    options = []
+    for summary in store.summaries():
+        name = summary.path.name
+        if summary.error is not None:
+            options.append(
+                {"label": f"{name} — corrupt: {summary.error}", "value": name, "disabled": True}
+            )
+        else:
+            options.append({"label": f"{name} ({summary.status})", "value": name})
+    return options
+
+
+def run_controls(store: RunStore, name: str | None, current: int | None) -> dict:
+    """Slider range, layer choices and probe choices for a run; the slider keeps its place
+    unless it was at the end, where it follows a live run."""
+    cached = store.get(name)
+    run = cached.run
+    steps = [int(s) for s in run.steps]
+    last = max(len(steps) - 1, 0)
+    following = current is None or current >= cached.records - 2
+    layers = [{"label": e["key"], "value": i} for i, e in enumerate(run.layers)]
+    convs = [o for o, e in zip(layers, run.layers, strict=True) if e["class"] == "Convolutional"]
+    labels = run.probe_labels
+    probes = [{"label": f"probe {i}: digit {int(d)}", "value": i} for i, d in enumerate(labels)]
+    return {
+        "steps": steps,
+        "max": last,
+        "record": last if following else min(current, last),
+        "layers": layers,
+        "convolutions": convs,
+        "probes": probes,
+    }
+
+
+def next_record(trigger: str | None, record: int, steps: list[int], playing: bool) -> int:
+    """Where back, forward and the play timer move the slider (play wraps to the start)."""
+    last = max(len(steps) - 1, 0)
+    if trigger == "back":
+        return max(record - 1, 0)
+    if trigger == "forward":
+        return min(record + 1, last)
+    if trigger == "player" and playing:
+        return 0 if record >= last else record + 1
+    return record
+
+
+def step_panels(cached: CachedRun, record: int, layer: int, compare: CachedRun | None) -> tuple:
+    """Label, curves, histograms, distribution, gradient flow, update flow and warnings."""
+    run = cached.run
+    if cached.records == 0:
+        empty = figures.empty_figure("no completed record yet")
+        return ("no record yet",) + (empty,) * 6 + ([],)
+    record = int(np.clip(record, 0, cached.records - 1))
+    steps = run.steps
+    step = int(steps[record])
+    epoch = run.records[record]["epoch"]
+    names = [e["key"] for e in run.layers]
+    classes = [e["class"] for e in run.layers]
+    edges = np.asarray(run.manifest["hist_edges"])
+    fields = list(run.manifest["stats_fields"])
+    curves = figures.training_curves(cached.metrics, step)
+    if compare is not None and compare is not cached:
+        for trace in figures.training_curves(compare.metrics, None).data:
+            trace.name = f"{trace.name} ({compare.run.path.name})"
+            trace.line = {"dash": "dot"}
+            curves.add_trace(trace)
+    hist = cached.hist
+    activation = figures.histogram_at_step(
+        hist[record, layer, 0], edges, f"{names[layer]} activations"
+    )
+    gradient = figures.histogram_at_step(hist[record, layer, 1], edges, f"{names[layer]} gradients")
+    over_time = figures.histogram_over_time(steps, hist[:, layer, 1], edges, step)
+    l2 = fields.index("l2")
+    flow = figures.gradient_flow(steps, names, cached.stats[:, :, 1, l2], step)
+    ratio_names = list(run.manifest["update_ratio_names"])
+    updates = figures.gradient_flow(
+        steps,
+        ratio_names,
+        cached.update_ratio,
+        step,
+        title="update / weight ratio per parameter",
+        thresholds=figures.UPDATE_RATIO_THRESHOLDS,
+    )
+    warnings = figures.health_warnings(
+        names,
+        {"activation": cached.stats[record, :, 0], "gradient": cached.stats[record, :, 1]},
+        classes,
+        fields=fields,
+        update_ratios=dict(zip(ratio_names, cached.update_ratio[record].tolist(), strict=True)),
+    )
+    label = f"step {step:,} · epoch {epoch} · record {record + 1}/{cached.records}"
+    return label, curves, activation, gradient, over_time, flow, updates, warnings
+
+
+def kernel_panel(cached: CachedRun, record: int, layer: int | None, mode: str):
+    """A convolution's kernels at the step, or their change since the first record."""
+    if layer is None or cached.records == 0:
+        return figures.empty_figure("no convolution in this network")
+    record = int(np.clip(record, 0, cached.records - 1))
+    key = cached.run.layers[layer]["key"]
+    kernels = cached.run.array(f"params/{key}/kernels", record)
+    step = int(cached.run.steps[record])
+    if mode == "change":
+        kernels = kernels - cached.run.array(f"params/{key}/kernels", 0)
+        return figures.kernel_grid(kernels, f"{key} kernels: change since the first record")
+    return figures.kernel_grid(kernels, f"{key} kernels at step {step:,}")
+
+
+def feature_panel(cached: CachedRun, record: int, probe: int, layer: int | None) -> tuple:
+    """The probe digit, the network's probabilities for it, and a layer's feature maps."""
+    if layer is None or cached.records == 0:
+        empty = figures.empty_figure("no record yet")
+        return empty, empty, empty
+    run = cached.run
+    record = int(np.clip(record, 0, cached.records - 1))
+    label = int(run.probe_labels[probe])
+    probs = run.array("probs", record)[probe]
+    key = run.layers[layer]["key"]
+    maps = run.array(f"features/{key}", record)[probe]
+    return (
+        figures.probe_image(run.probe_images[probe], label, int(np.argmax(probs))),
+        figures.probabilities_bar(probs, label),
+        figures.feature_map_grid(maps, f"{key} output for probe {probe}"),
+    )
+
+
+def gradcheck_rows(cached: CachedRun) -> list[dict]:
+    """Every stored gradient-check report of the run, newest first, as table rows."""
+    rows = []
+    for report in reversed(cached.run.gradchecks):
+        rows.extend(figures.gradcheck_table(report))
+    return rows
+
+
+def check_at_step(cached: CachedRun, record: int) -> str:
+    """Run a fast gradient check on the weights of the record's step and store it."""
+    from labkit.commands.gradcheck import run_checks
+    from labkit.data import load_mnist, one_hot
+    from labkit.network import Network
+    from labkit.runs import write_gradcheck
+
+    run = cached.run
+    step = int(run.steps[record])
+    architecture = run.manifest.get("architecture")
+    if not architecture:
+        raise LabkitError(f"{run.path}: the run does not describe its architecture")
+    network = Network.from_architecture(architecture)
+    for params, layer in zip(run.weights(step).values(), network.layers, strict=True):
+        for name, value in params.items():
+            layer.params[name] = value.copy()
+    data = load_mnist("sample")
+    x = data.x_test[:2].astype(np.float64)
+    x += np.random.default_rng(0).normal(0.0, 0.01, x.shape)
+    y = one_hot(data.y_test[:2]).astype(np.float64)
+    reports = run_checks(network, x, y, fast=True)
+    passed = all(report.passed for report in reports)
+    document = {
+        "subject": f"run {run.path.name} at step {step}",
+        "step": step,
+        "mode": "fast",
+        "passed": passed,
+        "reports": [report.to_dict() for report in reports],
+    }
+    write_gradcheck(run.path, document)
+    return f"step {step:,}: {'all passed' if passed else 'FAILED'}"
+
+
+def register(app: Dash, store: RunStore) -> None:
+    """Connect the page's controls to the functions above."""
+
+    @app.callback(
+        Output("run", "options"),
+        Output("compare", "options"),
+        Input("live", "n_intervals"),
+    )
+    def refresh_runs(_):
+        options = run_options(store)
+        return options, options
+
+    @app.callback(
+        Output("record", "max"),
+        Output("record", "value"),
+        Output("records", "data"),
+        Output("layer", "options"),
+        Output("layer", "value"),
+        Output("kernel-layer", "options"),
+        Output("kernel-layer", "value"),
+        Output("feature-layer", "options"),
+        Output("feature-layer", "value"),
+        Output("probe", "options"),
+        Input("run", "value"),
+        Input("live", "n_intervals"),
+        State("record", "value"),
+        State("layer", "value"),
+        State("kernel-layer", "value"),
+        State("feature-layer", "value"),
+    )
+    def choose_run(name, _, record, layer, kernel_layer, feature_layer):
+        if name is None:
+            return (no_update,) * 10
+        controls = run_controls(store, name, record if ctx.triggered_id == "live" else None)
+        convs = [o["value"] for o in controls["convolutions"]]
+        layers = [o["value"] for o in controls["layers"]]
+        return (
+            controls["max"],
+            controls["record"],
+            controls["steps"],
+            controls["layers"],
+            layer if layer in layers else (layers[0] if layers else None),
+            controls["convolutions"],
+            kernel_layer if kernel_layer in convs else (convs[0] if convs else None),
+            controls["layers"],
+            feature_layer if feature_layer in layers else (layers[0] if layers else None),
+            controls["probes"],
+        )
+
+    @app.callback(
+        Output("player", "disabled"),
+        Output("play", "children"),
+        Input("play", "n_clicks"),
+        State("player", "disabled"),
+        prevent_initial_call=True,
+    )
+    def toggle_play(_, disabled):
+        return (False, "❚❚ pause") if disabled else (True, "▶ play")
+
+    @app.callback(
+        Output("record", "value", allow_duplicate=True),
+        Input("back", "n_clicks"),
+        Input("forward", "n_clicks"),
+        Input("player", "n_intervals"),
+        State("record", "value"),
+        State("records", "data"),
+        State("player", "disabled"),
+        prevent_initial_call=True,
+    )
+    def move(_, __, ___, record, steps, paused):
+        return next_record(ctx.triggered_id, record or 0, steps or [], not paused)
+
+    @app.callback(
+        Output("step-label", "children"),
+        Output("curves", "figure"),
+        Output("hist-activation", "figure"),
+        Output("hist-gradient", "figure"),
+        Output("hist-time", "figure"),
+        Output("gradient-flow", "figure"),
+        Output("update-flow", "figure"),
+        Output("warnings", "children"),
+        Input("run", "value"),
+        Input("record", "value"),
+        Input("layer", "value"),
+        Input("compare", "value"),
+    )
+    def show_step(name, record, layer, compare):
+        if name is None or layer is None:
+            return (no_update,) * 8
+        other = store.get(compare) if compare else None
+        outputs = step_panels(store.get(name), record or 0, layer, other)
+        return (*outputs[:7], [html_line(text) for text in outputs[7]])
+
+    @app.callback(
+        Output("kernels", "figure"),
+        Input("run", "value"),
+        Input("record", "value"),
+        Input("kernel-layer", "value"),
+        Input("kernel-mode", "value"),
+    )
+    def show_kernels(name, record, layer, mode):
+        if name is None:
+            return no_update
+        return kernel_panel(store.get(name), record or 0, layer, mode)
+
+    @app.callback(
+        Output("probe-image", "figure"),
+        Output("probs", "figure"),
+        Output("features", "figure"),
+        Input("run", "value"),
+        Input("record", "value"),
+        Input("probe", "value"),
+        Input("feature-layer", "value"),
+    )
+    def show_features(name, record, probe, layer):
+        if name is None:
+            return (no_update,) * 3
+        return feature_panel(store.get(name), record or 0, probe or 0, layer)
+
+    @app.callback(
+        Output("gradchecks", "data"),
+        Output("check-status", "children"),
+        Input("run", "value"),
+        Input("run-check", "n_clicks"),
+        State("record", "value"),
+    )
+    def show_gradchecks(name, _, record):
+        if name is None:
+            return no_update, no_update
+        cached = store.get(name)
+        status = ""
+        if ctx.triggered_id == "run-check" and cached.records:
+            try:
+                status = check_at_step(cached, int(record or 0))
+            except LabkitError as exc:
+                status = str(exc)
+        return gradcheck_rows(cached), status
+
+
+def html_line(text: str):
+    from dash import html
+
+    return html.Div(f"⚠ {text}")

@@ -1,0 +1,129 @@
+"""The dashboard's app and callbacks, called directly (no browser)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from dashboards import callbacks
+from dashboards.app import create_app
+from dashboards.store import RunStore
+from labkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dash")
+    args = ["train", "--epochs", "1", "--record-every", "20", "--no-progress"]
+    assert main([*args, "--out", str(root / "lenet")]) == 0
+    (root / "broken").mkdir()
+    (root / "broken" / "manifest.json").write_text("{not json")
+    return root
+
+
+def layout_text(app) -> str:
+    return json.dumps(app.layout().to_plotly_json(), default=str)
+
+
+def test_an_empty_or_missing_folder_says_how_to_make_a_run(tmp_path):
+    for folder in (tmp_path, tmp_path / "missing"):
+        text = layout_text(create_app(folder))
+        assert "no runs yet" in text and "labkit train --out" in text
+
+
+def test_runs_are_listed_and_a_corrupt_one_is_shown_disabled(runs_dir):
+    options = {o["value"]: o for o in callbacks.run_options(RunStore(runs_dir))}
+    assert options["lenet"]["label"] == "lenet (completed)"
+    assert options["broken"]["disabled"] is True and "corrupt" in options["broken"]["label"]
+    assert "value='lenet'" in repr(create_app(runs_dir).layout())
+
+
+def test_controls_cover_every_record_layer_and_probe(runs_dir):
+    store = RunStore(runs_dir)
+    controls = callbacks.run_controls(store, "lenet", None)
+    run = store.get("lenet").run
+    assert controls["steps"] == [int(s) for s in run.steps]
+    assert controls["record"] == controls["max"] == len(run.steps) - 1
+    assert [o["label"] for o in controls["convolutions"]] == [
+        "00-Convolutional",
+        "03-Convolutional",
+    ]
+    assert len(controls["layers"]) == 10 and len(controls["probes"]) == 16
+    assert callbacks.run_controls(store, "lenet", 2)["record"] == 2  # a reader not at the end stays
+
+
+@pytest.mark.parametrize(
+    ("trigger", "record", "playing", "expected"),
+    [
+        ("back", 3, False, 2),
+        ("back", 0, False, 0),
+        ("forward", 3, False, 4),
+        ("forward", 9, False, 9),
+        ("player", 4, True, 5),
+        ("player", 9, True, 0),
+        ("player", 4, False, 4),
+    ],
+)
+def test_player_buttons(trigger, record, playing, expected):
+    assert callbacks.next_record(trigger, record, list(range(10)), playing) == expected
+
+
+def test_every_panel_of_a_step(runs_dir):
+    cached = RunStore(runs_dir).get("lenet")
+    steps = cached.run.steps
+    label, *figures, warnings = callbacks.step_panels(cached, 3, 1, None)
+    assert label.startswith(f"step {int(steps[3]):,} · epoch 1 · record 4/")
+    assert all(isinstance(f, go.Figure) and f.data for f in figures)
+    assert isinstance(warnings, list)
+    later = callbacks.step_panels(cached, len(steps) - 1, 1, None)
+    assert later[0] != label and later[2] != figures[1]  # the histogram follows the step
+
+
+def test_kernels_and_their_change_since_the_first_record(runs_dir):
+    cached = RunStore(runs_dir).get("lenet")
+    first = callbacks.kernel_panel(cached, 0, 0, "change")
+    assert np.nanmax(np.abs(np.asarray(first.data[0].z, dtype=float))) == 0
+    last = callbacks.kernel_panel(cached, len(cached.run.steps) - 1, 0, "change")
+    assert np.nanmax(np.abs(np.asarray(last.data[0].z, dtype=float))) > 0
+    weights = callbacks.kernel_panel(cached, 2, 3, "weights")
+    assert "03-Convolutional" in weights.layout.title.text
+
+
+def test_feature_panel_shows_the_probe_and_its_probabilities(runs_dir):
+    cached = RunStore(runs_dir).get("lenet")
+    image, probs, maps = callbacks.feature_panel(cached, 1, 4, 2)
+    stored = cached.run.array("probs", 1)[4]
+    np.testing.assert_allclose(np.asarray(probs.data[0].y, dtype=float), stored, rtol=1e-6)
+    assert image.data and maps.data
+
+
+def test_a_fast_check_at_a_step_is_stored_and_listed(runs_dir):
+    cached = RunStore(runs_dir).get("lenet")
+    assert callbacks.gradcheck_rows(cached) == []
+    status = callbacks.check_at_step(cached, 2)
+    assert status == f"step {int(cached.run.steps[2]):,}: all passed"
+    cached.refresh()
+    rows = callbacks.gradcheck_rows(cached)
+    assert rows and any("Convolutional" in str(row) for row in rows)
+
+
+def test_comparing_two_runs_overlays_the_second_curves(runs_dir):
+    store = RunStore(runs_dir)
+    cached = store.get("lenet")
+    alone = callbacks.step_panels(cached, 1, 0, None)[1]
+    other = callbacks.step_panels(cached, 1, 0, cached)[1]  # the same run is not overlaid
+    assert len(other.data) == len(alone.data)
+
+
+def test_a_port_in_use_is_one_line(capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["dashboard", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is in use" in err and len(err.strip().splitlines()) == 1
