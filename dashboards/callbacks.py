@@ -25,14 +25,20 @@ def run_options(store: RunStore) -> list[dict]:
     return options
 
 
-def run_controls(store: RunStore, name: str | None, current: int | None) -> dict:
-    """Slider range, layer choices and probe choices for a run; the slider keeps its place
-    unless it was at the end, where it follows a live run."""
+def run_controls(
+    store: RunStore, name: str | None, current: int | None, shown: int | None = None
+) -> dict:
+    """Slider range, layer choices and probe choices for a run.
+
+    ``current`` is the slider's record and ``shown`` how many records the page knew of:
+    a slider on the last of them follows a live run to its new end; anywhere else it
+    stays put. ``current=None`` (a newly chosen run) starts at the end.
+    """
     cached = store.get(name)
     run = cached.run
     steps = [int(s) for s in run.steps]
     last = max(len(steps) - 1, 0)
-    following = current is None or current >= cached.records - 2
+    following = current is None or shown is None or current >= shown - 1
     layers = [{"label": e["key"], "value": i} for i, e in enumerate(run.layers)]
     convs = [o for o, e in zip(layers, run.layers, strict=True) if e["class"] == "Convolutional"]
     labels = run.probe_labels
@@ -206,14 +212,19 @@ def register(app: Dash, store: RunStore) -> None:
         Input("run", "value"),
         Input("live", "n_intervals"),
         State("record", "value"),
+        State("records", "data"),
         State("layer", "value"),
         State("kernel-layer", "value"),
         State("feature-layer", "value"),
     )
-    def choose_run(name, _, record, layer, kernel_layer, feature_layer):
+    def choose_run(name, _, record, shown_steps, layer, kernel_layer, feature_layer):
         if name is None:
             return (no_update,) * 10
-        controls = run_controls(store, name, record if ctx.triggered_id == "live" else None)
+        live = ctx.triggered_id == "live"
+        if live and len(store.get(name).run.steps) == len(shown_steps or []):
+            return (no_update,) * 10  # nothing new: leave every panel alone
+        shown = len(shown_steps) if live and shown_steps else None
+        controls = run_controls(store, name, record if live else None, shown)
         convs = [o["value"] for o in controls["convolutions"]]
         layers = [o["value"] for o in controls["layers"]]
         return (

@@ -1,9 +1,33 @@
 """Shared test settings: deterministic hypothesis runs, so CI never flakes on a new draw."""
 
 import os
+import shutil
 
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_setup_options():
+    """Chrome options for dash[testing]'s browser tests: headless Chromium, run as root."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})  # for get_logs()
+    if shutil.which("chromium"):
+        options.binary_location = shutil.which("chromium")
+    return options

@@ -53,7 +53,10 @@ def test_controls_cover_every_record_layer_and_probe(runs_dir):
         "03-Convolutional",
     ]
     assert len(controls["layers"]) == 10 and len(controls["probes"]) == 16
-    assert callbacks.run_controls(store, "lenet", 2)["record"] == 2  # a reader not at the end stays
+    last = len(run.steps) - 1
+    assert callbacks.run_controls(store, "lenet", 2, last + 1)["record"] == 2  # stays put
+    assert callbacks.run_controls(store, "lenet", last - 1, last + 1)["record"] == last - 1
+    assert callbacks.run_controls(store, "lenet", last - 1, last)["record"] == last  # follows
 
 
 @pytest.mark.parametrize(

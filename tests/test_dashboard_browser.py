@@ -1,0 +1,52 @@
+"""The dashboard in a real browser (headless Chromium through dash[testing]'s dash_duo)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from selenium.webdriver.support.wait import WebDriverWait
+
+from dashboards.app import create_app
+from labkit.cli import main
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (shutil.which("chromium") and shutil.which("chromedriver")),
+        reason="needs Debian's chromium and chromium-driver (installed by .ci/run)",
+    ),
+]
+
+KERNELS_Z = "return document.querySelector('#kernels .js-plotly-plot').data[0].z;"
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    args = ["train", "--epochs", "1", "--record-every", "20", "--no-progress"]
+    assert main([*args, "--out", str(root / "small")]) == 0
+    return root
+
+
+def test_stepping_changes_the_label_and_the_kernels_without_console_errors(dash_duo, runs_dir):
+    dash_duo.start_server(create_app(runs_dir))
+    dash_duo.wait_for_contains_text("#step-label", "step 63", timeout=20)  # the last record
+    dash_duo.wait_for_element("#kernels .js-plotly-plot", timeout=20)
+    dash_duo.find_element("#kernel-mode input[value='change']").click()
+    dash_duo.wait_for_contains_text("#kernels", "change since the first record", timeout=20)
+    before = dash_duo.driver.execute_script(KERNELS_Z)
+    for _ in range(3):
+        dash_duo.find_element("#back").click()
+    dash_duo.wait_for_contains_text("#step-label", "step 50", timeout=20)
+    WebDriverWait(dash_duo.driver, 20).until(lambda d: d.execute_script(KERNELS_Z) != before)
+    assert dash_duo.get_logs() == []
+
+
+def test_console_errors_would_be_seen(dash_duo, runs_dir):
+    """The check above can fail: an error logged in the page shows up in get_logs()."""
+    dash_duo.start_server(create_app(runs_dir))
+    dash_duo.wait_for_contains_text("#step-label", "step", timeout=20)
+    dash_duo.driver.execute_script("console.error('labkit test error')")
+    logs = dash_duo.get_logs()
+    assert any("labkit test error" in entry["message"] for entry in logs)
