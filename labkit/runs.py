@@ -129,6 +129,8 @@ METRICS = "metrics.jsonl"
 DATA = "data.zarr"
 GRADCHECKS = "gradchecks"
 LOCK = ".lock"
+CONSOLIDATED = "consolidated"  # group of whole-run copies of small record arrays
+CONSOLIDATE_BELOW = 64 * 1024  # bytes per record: what a viewer reads for every record
 # Keys the store sets; FIXED_KEYS never change after creation.
 FIXED_KEYS = frozenset(
     {"format", "id", "labkit_version", "created", "capacity", "record_arrays", "static_arrays"}
@@ -361,6 +363,7 @@ class RunWriter:
         self._lock_fd = lock_fd
         self._manifest = manifest
         self._specs = record_arrays
+        self._group = group
         self._arrays = {name: group[name] for name in record_arrays}
         self._last_step: int | None = None
         self._records_fd = os.open(path / RECORDS, os.O_WRONLY | os.O_APPEND)
@@ -597,14 +600,49 @@ class RunWriter:
         if status not in STATUSES or status == "running":
             raise ValueError(f"final status must be completed/interrupted/failed, not {status!r}")
         try:
+            consolidated = self._consolidate()
             self._update_manifest(
-                {"status": status, "records": self.records_written, "ended": _now_iso()}
+                {
+                    "status": status,
+                    "records": self.records_written,
+                    "ended": _now_iso(),
+                    "consolidated": consolidated,
+                }
             )
         finally:
             self.closed = True
             for fd in (self._records_fd, self._metrics_fd, self._lock_fd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+    def _consolidate(self) -> dict[str, int]:
+        """Copy each small record array's committed rows into one chunk, for whole-run reads.
+
+        A viewer reads every record of the per-layer statistics to draw them over time;
+        from one file per record that costs ~0.4 ms a record, from one chunk almost
+        nothing. The manifest lists a copy only once it is complete, so a crash here just
+        leaves the per-record chunks to be read instead.
+        """
+        count = self.records_written
+        done: dict[str, int] = {}
+        if count == 0:
+            return done
+        for name, (shape, dtype) in self._specs.items():
+            if np.dtype(dtype).itemsize * math.prod(shape) >= CONSOLIDATE_BELOW:
+                continue
+            rows = self._arrays[name][:count]
+            copy = self._group.create_array(
+                f"{CONSOLIDATED}/{name}",
+                shape=rows.shape,
+                chunks=tuple(max(1, d) for d in rows.shape),
+                dtype=rows.dtype,
+                chunk_key_encoding=_CHUNK_KEYS,
+                compressors=zarr.codecs.ZstdCodec(level=1),
+                overwrite=True,
+            )
+            copy[...] = rows
+            done[name] = count
+        return done
 
     def __enter__(self) -> RunWriter:
         return self
@@ -872,6 +910,9 @@ class Run:
         array = self._array(name, "record_arrays")
         n = len(self._records)
         if record is None:
+            whole = self._consolidated(name, n)
+            if whole is not None:
+                return whole
             record = slice(None)
         if isinstance(record, slice):
             rows = range(n)[record]
@@ -886,6 +927,25 @@ class Run:
         if not -n <= index < n:
             raise LabkitError(f"{self.path}: no record {index} ({n} records committed)")
         return self._read(array, index % n, name)
+
+    def _consolidated(self, name: str, count: int) -> np.ndarray | None:
+        """The whole-run copy of a small record array, when the writer made one of these
+        ``count`` records (see RunWriter._consolidate); None otherwise."""
+        if self.manifest.get("consolidated", {}).get(name) != count or count == 0:
+            return None
+        spec = self.manifest["record_arrays"][name]
+        try:
+            array = self._group[f"{CONSOLIDATED}/{name}"]
+        except Exception:
+            return None
+        expected = (count, *spec["shape"])
+        if (
+            not isinstance(array, zarr.Array)
+            or array.shape != expected
+            or np.dtype(array.dtype) != np.dtype(spec["dtype"])
+        ):
+            return None
+        return self._read(array, slice(None), name)
 
     def arrays(self, prefix: str = "") -> list[str]:
         """Names of the record arrays starting with ``prefix`` (e.g. ``"features/"``), sorted."""

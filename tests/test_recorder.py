@@ -220,3 +220,14 @@ def test_the_run_reads_back_by_meaning(recorded):
         run.layer_stats("99-Nothing")
     with pytest.raises(LabkitError, match="no record at step"):
         run.weights(step + 1)
+
+
+def test_small_tables_are_consolidated_when_the_run_closes(recorded):
+    run = recorded[0]
+    consolidated = run.manifest["consolidated"]
+    assert {"stats", "hist", "update_ratio", "probs"} <= set(consolidated)
+    assert "features/00-Convolutional" not in consolidated  # 295 KB a record: read per step
+    for name in ("stats", "hist", "update_ratio"):
+        whole, per_record = run.array(name), run.array(name, slice(None))  # copy vs chunks
+        np.testing.assert_array_equal(whole, per_record)
+        assert consolidated[name] == len(run.steps) == len(whole)

@@ -1,0 +1,138 @@
+"""Dashboard speed: server time of the slider's callbacks and of the first page load.
+
+    python benchmarks/bench_dashboard.py [--records 2000] [--moves 30]
+
+Writes a synthetic lenet run with ``--records`` records (random weights and statistics,
+feature maps of one real-looking size) into a temporary folder, then times, in this
+process, what the server does: building the page and the run's controls (first load)
+and, for random slider positions, every panel's callback (step panels, kernels, feature
+maps). Prints medians and the worst case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dashboards import callbacks
+from dashboards.app import create_app
+from labkit.models import lenet
+from labkit.recorder import HIST_EDGES, STATS_FIELDS
+from labkit.runs import RunWriter, layer_key
+
+
+def write_synthetic_run(path: Path, records: int, seed: int = 0) -> None:
+    """A run in the recorder's layout whose arrays are random but shaped like lenet's."""
+    rng = np.random.default_rng(seed)
+    network = lenet(seed=seed)
+    shape, arrays, layers, ratio_names = (1, 28, 28), {}, [], []
+    for index, layer in enumerate(network.layers):
+        key = layer_key(index, layer)
+        shape = tuple(layer.output_shape(shape))
+        arrays[f"features/{key}"] = ((16, *shape), "float16")
+        for name, value in layer.params.items():
+            arrays[f"params/{key}/{name}"] = (value.shape, "float32")
+            ratio_names.append(f"{key}/{name}")
+        layers.append(
+            {
+                "key": key,
+                "name": layer.name,
+                "class": type(layer).__name__,
+                "output_shape": list(shape),
+                "params": {n: list(v.shape) for n, v in layer.params.items()},
+            }
+        )
+    count = len(network.layers)
+    arrays["stats"] = ((count, 2, len(STATS_FIELDS)), "float32")
+    arrays["hist"] = ((count, 2, len(HIST_EDGES) - 1), "int32")
+    arrays["update_ratio"] = ((len(ratio_names),), "float32")
+    arrays["probs"] = ((16, 10), "float32")
+    manifest = {
+        "architecture": network.architecture(),
+        "layers": layers,
+        "stats_fields": list(STATS_FIELDS),
+        "hist_edges": HIST_EDGES.tolist(),
+        "update_ratio_names": ratio_names,
+    }
+    statics = {
+        "probe/images": rng.random((16, 1, 28, 28), dtype=np.float32),
+        "probe/labels": np.arange(16) % 10,
+    }
+    writer = RunWriter.create(
+        path, capacity=records, record_arrays=arrays, static_arrays=statics, manifest=manifest
+    )
+    template = {
+        name: rng.standard_normal(shape).astype(dtype) for name, (shape, dtype) in arrays.items()
+    }
+    template["hist"] = rng.integers(0, 500, template["hist"].shape).astype(np.int32)
+    template["stats"] = np.abs(template["stats"])
+    probs = rng.random((16, 10)).astype(np.float32)
+    template["probs"] = probs / probs.sum(axis=1, keepdims=True)
+    rows = []
+    for record in range(records):
+        step = (record + 1) * 10
+        rows.append(
+            {
+                "step": step,
+                "epoch": 1 + record // 200,
+                "loss": 1 / (1 + record),
+                "accuracy": 0.9,
+                "lr": 1e-3,
+            }
+        )
+        writer.write_record(step, 1 + record // 200, template)
+    writer.append_metrics(rows)
+    writer.close("completed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--moves", type=int, default=30)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="labkit-dash-"))
+    try:
+        start = time.perf_counter()
+        write_synthetic_run(root / "big", args.records)
+        print(f"wrote a {args.records}-record run in {time.perf_counter() - start:.0f} s")
+
+        start = time.perf_counter()
+        app = create_app(root)
+        app.layout()
+        store = app.labkit_store
+        controls = callbacks.run_controls(store, "big", None)
+        cached = store.get("big")
+        first = controls["record"]
+        callbacks.step_panels(cached, first, 0, None)
+        callbacks.kernel_panel(cached, first, 0, "weights")
+        callbacks.feature_panel(cached, first, 0, 0)
+        first_load = time.perf_counter() - start
+
+        rng = np.random.default_rng(1)
+        times = []
+        for record in rng.integers(0, args.records, args.moves):
+            start = time.perf_counter()
+            callbacks.step_panels(cached, int(record), 3, None)
+            callbacks.kernel_panel(cached, int(record), 3, "change")
+            callbacks.feature_panel(cached, int(record), 5, 3)
+            times.append(time.perf_counter() - start)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"| dashboard, {args.records} records | server time |")
+    print("|---|---|")
+    print(f"| first page load (layout, run controls, every panel) | {first_load * 1e3:.0f} ms |")
+    print(
+        f"| slider move, every panel, median of {args.moves} | "
+        f"{statistics.median(times) * 1e3:.0f} ms |"
+    )
+    print(f"| slider move, worst of {args.moves} | {max(times) * 1e3:.0f} ms |")
+
+
+if __name__ == "__main__":
+    main()
