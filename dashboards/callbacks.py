@@ -209,6 +209,7 @@ def register(app: Dash, store: RunStore) -> None:
         Output("feature-layer", "options"),
         Output("feature-layer", "value"),
         Output("probe", "options"),
+        Output("probe", "value"),
         Input("run", "value"),
         Input("live", "n_intervals"),
         State("record", "value"),
@@ -216,13 +217,14 @@ def register(app: Dash, store: RunStore) -> None:
         State("layer", "value"),
         State("kernel-layer", "value"),
         State("feature-layer", "value"),
+        State("probe", "value"),
     )
-    def choose_run(name, _, record, shown_steps, layer, kernel_layer, feature_layer):
+    def choose_run(name, _, record, shown_steps, layer, kernel_layer, feature_layer, probe):
         if name is None:
-            return (no_update,) * 10
+            return (no_update,) * 11
         live = ctx.triggered_id == "live"
         if live and len(store.get(name).run.steps) == len(shown_steps or []):
-            return (no_update,) * 10  # nothing new: leave every panel alone
+            return (no_update,) * 11  # nothing new: leave every panel alone
         shown = len(shown_steps) if live and shown_steps else None
         controls = run_controls(store, name, record if live else None, shown)
         convs = [o["value"] for o in controls["convolutions"]]
@@ -238,6 +240,7 @@ def register(app: Dash, store: RunStore) -> None:
             controls["layers"],
             feature_layer if feature_layer in layers else (layers[0] if layers else None),
             controls["probes"],
+            probe if probe in range(len(controls["probes"])) else 0,
         )
 
     @app.callback(

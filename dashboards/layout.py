@@ -106,8 +106,16 @@ def page(run_options: list[dict], first_run: str | None) -> html.Div:
             ),
             html.Div(
                 [
-                    dcc.Graph(id="probe-image", style={"height": "220px", "width": "30%"}),
-                    dcc.Graph(id="probs", style={"height": "220px", "width": "70%"}),
+                    dcc.Graph(
+                        id="probe-image",
+                        style={"height": "220px", "width": "30%"},
+                        config={"displayModeBar": False},
+                    ),
+                    dcc.Graph(
+                        id="probs",
+                        style={"height": "220px", "width": "70%"},
+                        config={"displayModeBar": False},
+                    ),
                 ],
                 style=ROW,
             ),
