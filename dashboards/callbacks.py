@@ -66,11 +66,12 @@ def next_record(trigger: str | None, record: int, steps: list[int], playing: boo
 
 
 def step_panels(cached: CachedRun, record: int, layer: int, compare: CachedRun | None) -> tuple:
-    """Label, curves, histograms, distribution, gradient flow, update flow and warnings."""
+    """Label, curves, histograms, their distributions over time, gradient flow, update flow
+    and warnings."""
     run = cached.run
     if cached.records == 0:
         empty = figures.empty_figure("no completed record yet")
-        return ("no record yet",) + (empty,) * 6 + ([],)
+        return ("no record yet",) + (empty,) * 7 + ([],)
     record = int(np.clip(record, 0, cached.records - 1))
     steps = run.steps
     step = int(steps[record])
@@ -90,7 +91,13 @@ def step_panels(cached: CachedRun, record: int, layer: int, compare: CachedRun |
         hist[record, layer, 0], edges, f"{names[layer]} activations"
     )
     gradient = figures.histogram_at_step(hist[record, layer, 1], edges, f"{names[layer]} gradients")
-    over_time = figures.histogram_over_time(steps, hist[:, layer, 1], edges, step)
+    name = names[layer]
+    activations_over_time = figures.histogram_over_time(
+        steps, hist[:, layer, 0], edges, step, title=f"{name} activations over training"
+    )
+    over_time = figures.histogram_over_time(
+        steps, hist[:, layer, 1], edges, step, title=f"{name} gradients over training"
+    )
     l2 = fields.index("l2")
     flow = figures.gradient_flow(steps, names, cached.stats[:, :, 1, l2], step)
     ratio_names = list(run.manifest["update_ratio_names"])
@@ -110,7 +117,17 @@ def step_panels(cached: CachedRun, record: int, layer: int, compare: CachedRun |
         update_ratios=dict(zip(ratio_names, cached.update_ratio[record].tolist(), strict=True)),
     )
     label = f"step {step:,} · epoch {epoch} · record {record + 1}/{cached.records}"
-    return label, curves, activation, gradient, over_time, flow, updates, warnings
+    return (
+        label,
+        curves,
+        activation,
+        gradient,
+        activations_over_time,
+        over_time,
+        flow,
+        updates,
+        warnings,
+    )
 
 
 def kernel_panel(cached: CachedRun, record: int, layer: int | None, mode: str):
@@ -271,6 +288,7 @@ def register(app: Dash, store: RunStore) -> None:
         Output("curves", "figure"),
         Output("hist-activation", "figure"),
         Output("hist-gradient", "figure"),
+        Output("hist-time-activation", "figure"),
         Output("hist-time", "figure"),
         Output("gradient-flow", "figure"),
         Output("update-flow", "figure"),
@@ -282,10 +300,10 @@ def register(app: Dash, store: RunStore) -> None:
     )
     def show_step(name, record, layer, compare):
         if name is None or layer is None:
-            return (no_update,) * 8
+            return (no_update,) * 9
         other = store.get(compare) if compare else None
         outputs = step_panels(store.get(name), record or 0, layer, other)
-        return (*outputs[:7], [html_line(text) for text in outputs[7]])
+        return (*outputs[:8], [html_line(text) for text in outputs[8]])
 
     @app.callback(
         Output("kernels", "figure"),

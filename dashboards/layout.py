@@ -149,7 +149,7 @@ def page(run_options: list[dict], first_run: str | None) -> html.Div:
                 [graph("hist-activation"), graph("hist-gradient")],
                 style=ROW,
             ),
-            html.Div([graph("hist-time", 300, "98%")], style=ROW),
+            html.Div([graph("hist-time-activation"), graph("hist-time")], style=ROW),
             html.Div([graph("gradient-flow"), graph("update-flow")], style=ROW),
             html.Div([kernels, features], style=ROW),
             html.Div([gradchecks], style=ROW),

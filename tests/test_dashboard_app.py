@@ -130,3 +130,36 @@ def test_a_port_in_use_is_one_line(capsys):
         assert main(["dashboard", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"port {port} on 127.0.0.1 is in use" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_still_being_written_shows_new_records(tmp_path):
+    """Live mode: the store sees each epoch's records while the trainer is still running."""
+    from labkit.data import MNIST, load_mnist
+    from labkit.models import lenet
+    from labkit.optim import Adam
+    from labkit.recorder import Recorder, RecordSchedule, choose_probes
+    from labkit.train import Callback, Trainer
+
+    sample = load_mnist("sample")
+    data = MNIST(sample.x_train[:320], sample.y_train[:320], sample.x_test, sample.y_test, "t")
+    probes = choose_probes(data.y_test)
+    recorder = Recorder(
+        tmp_path / "live", data.x_test[probes], data.y_test[probes], schedule=RecordSchedule(5)
+    )
+    store, seen = RunStore(tmp_path), []
+
+    class Watch(Callback):
+        def on_epoch_end(self, trainer, result):
+            controls = callbacks.run_controls(store, "live", None)
+            seen.append((store.get("live").run.status, controls["max"] + 1))
+
+    network = lenet()
+    trainer = Trainer(network, Adam(network), batch_size=32, progress=False)
+    trainer.callbacks = [recorder, Watch()]
+    trainer.fit(data, 3)
+    assert [status for status, _ in seen] == ["running"] * 3
+    counts = [count for _, count in seen]
+    assert counts[0] > 0 and counts[0] < counts[1] < counts[2]
+    final = store.get("live")
+    assert final.run.status == "completed"
+    assert final.records == RecordSchedule(5).count(30) >= counts[2]
