@@ -23,43 +23,16 @@ import numpy as np
 from dashboards import callbacks
 from dashboards.app import create_app
 from labkit.models import lenet
-from labkit.recorder import HIST_EDGES, STATS_FIELDS
-from labkit.runs import RunWriter, layer_key
+from labkit.recorder import run_layout
+from labkit.runs import RunWriter
 
 
 def write_synthetic_run(path: Path, records: int, seed: int = 0) -> None:
     """A run in the recorder's layout whose arrays are random but shaped like lenet's."""
     rng = np.random.default_rng(seed)
     network = lenet(seed=seed)
-    shape, arrays, layers, ratio_names = (1, 28, 28), {}, [], []
-    for index, layer in enumerate(network.layers):
-        key = layer_key(index, layer)
-        shape = tuple(layer.output_shape(shape))
-        arrays[f"features/{key}"] = ((16, *shape), "float16")
-        for name, value in layer.params.items():
-            arrays[f"params/{key}/{name}"] = (value.shape, "float32")
-            ratio_names.append(f"{key}/{name}")
-        layers.append(
-            {
-                "key": key,
-                "name": layer.name,
-                "class": type(layer).__name__,
-                "output_shape": list(shape),
-                "params": {n: list(v.shape) for n, v in layer.params.items()},
-            }
-        )
-    count = len(network.layers)
-    arrays["stats"] = ((count, 2, len(STATS_FIELDS)), "float32")
-    arrays["hist"] = ((count, 2, len(HIST_EDGES) - 1), "int32")
-    arrays["update_ratio"] = ((len(ratio_names),), "float32")
-    arrays["probs"] = ((16, 10), "float32")
-    manifest = {
-        "architecture": network.architecture(),
-        "layers": layers,
-        "stats_fields": list(STATS_FIELDS),
-        "hist_edges": HIST_EDGES.tolist(),
-        "update_ratio_names": ratio_names,
-    }
+    arrays, described = run_layout(network, (16, 1, 28, 28))
+    manifest = {"architecture": network.architecture(), **described}
     statics = {
         "probe/images": rng.random((16, 1, 28, 28), dtype=np.float32),
         "probe/labels": np.arange(16) % 10,

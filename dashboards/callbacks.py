@@ -4,7 +4,7 @@ wired to the page by :func:`register`."""
 from __future__ import annotations
 
 import numpy as np
-from dash import Dash, Input, Output, State, ctx, no_update
+from dash import Dash, Input, Output, State, ctx, html, no_update
 
 from dashboards import figures
 from dashboards.store import CachedRun, RunStore
@@ -351,7 +351,6 @@ def register(app: Dash, store: RunStore) -> None:
         return gradcheck_rows(cached), status
 
 
-def html_line(text: str):
-    from dash import html
-
+def html_line(text: str) -> html.Div:
+    """One warning as a line of the warnings panel."""
     return html.Div(f"⚠ {text}")

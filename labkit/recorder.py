@@ -119,6 +119,47 @@ def choose_probes(labels: np.ndarray, count: int = PROBES, seed: int = 0) -> np.
     return np.sort(np.array(first + rest[: count - len(first)], dtype=np.int64))
 
 
+def run_layout(network: Network, probe_shape: tuple[int, ...]) -> tuple[dict, dict]:
+    """The record arrays a recorded run of ``network`` holds, and the manifest entries that
+    describe them (layers, statistics fields, histogram edges, update-ratio names).
+
+    ``probe_shape`` is the probe batch's shape, ``(count, *input shape)``.
+    """
+    arrays: dict[str, tuple[tuple[int, ...], str]] = {}
+    layers, ratio_names = [], []
+    count_probes, shape = probe_shape[0], tuple(probe_shape[1:])
+    for index, layer in enumerate(network.layers):
+        key = layer_key(index, layer)
+        shape = tuple(layer.output_shape(shape))
+        arrays[f"features/{key}"] = ((count_probes, *shape), "float16")
+        for name, value in layer.params.items():
+            arrays[f"params/{key}/{name}"] = (tuple(value.shape), "float32")
+            ratio_names.append(f"{key}/{name}")
+        layers.append(
+            {
+                "key": key,
+                "name": layer.name,
+                "class": type(layer).__name__,
+                "output_shape": list(shape),
+                "params": {n: list(v.shape) for n, v in layer.params.items()},
+            }
+        )
+    # One array for the small per-layer tables: a chunk file per layer would cost a
+    # 4 KB disk block each for a few hundred bytes of data.
+    count = len(network.layers)
+    arrays["stats"] = ((count, 2, len(STATS_FIELDS)), "float32")
+    arrays["hist"] = ((count, 2, len(HIST_EDGES) - 1), "int32")
+    arrays["update_ratio"] = ((len(ratio_names),), "float32")
+    arrays["probs"] = ((count_probes, int(np.prod(shape))), "float32")
+    manifest = {
+        "layers": layers,
+        "stats_fields": list(STATS_FIELDS),
+        "hist_edges": HIST_EDGES.tolist(),
+        "update_ratio_names": ratio_names,
+    }
+    return arrays, manifest
+
+
 class Recorder(Callback):
     """Write a run while a :class:`~labkit.train.Trainer` trains (see the module docstring)."""
 
@@ -149,42 +190,11 @@ class Recorder(Callback):
 
     # -- layout -------------------------------------------------------------------------
 
-    def _layout(self, network: Network) -> tuple[dict, dict, list[str]]:
-        """Record arrays, the manifest's layer table, and the update-ratio names."""
-        arrays: dict[str, tuple[tuple[int, ...], str]] = {}
-        layers, ratio_names = [], []
-        shape = tuple(self.probe_images.shape[1:])
-        for index, layer in enumerate(network.layers):
-            key = layer_key(index, layer)
-            shape = tuple(layer.output_shape(shape))
-            arrays[f"features/{key}"] = ((len(self.probe_images), *shape), "float16")
-            for name, value in layer.params.items():
-                arrays[f"params/{key}/{name}"] = (tuple(value.shape), "float32")
-                ratio_names.append(f"{key}/{name}")
-            layers.append(
-                {
-                    "key": key,
-                    "name": layer.name,
-                    "class": type(layer).__name__,
-                    "output_shape": list(shape),
-                    "params": {n: list(v.shape) for n, v in layer.params.items()},
-                }
-            )
-        # One array for the small per-layer tables: a chunk file per layer would cost a
-        # 4 KB disk block each for a few hundred bytes of data.
-        count = len(network.layers)
-        arrays["stats"] = ((count, 2, len(STATS_FIELDS)), "float32")
-        arrays["hist"] = ((count, 2, len(HIST_EDGES) - 1), "int32")
-        arrays["update_ratio"] = ((len(ratio_names),), "float32")
-        arrays["probs"] = ((len(self.probe_images), int(np.prod(shape))), "float32")
-        return arrays, layers, ratio_names
-
     # -- callback -----------------------------------------------------------------------
 
     def on_train_begin(self, trainer: Trainer) -> None:
         network = trainer.network
-        arrays, layers, ratio_names = self._layout(network)
-        self.ratio_names = ratio_names
+        arrays, described = run_layout(network, self.probe_images.shape)
         self.keys = [layer_key(i, layer) for i, layer in enumerate(network.layers)]
         try:
             architecture = network.architecture()
@@ -193,10 +203,7 @@ class Recorder(Callback):
         manifest = {
             **self.extra_manifest,
             "architecture": architecture,
-            "layers": layers,
-            "stats_fields": list(STATS_FIELDS),
-            "hist_edges": HIST_EDGES.tolist(),
-            "update_ratio_names": ratio_names,
+            **described,
             "schedule": {"every": self.schedule.every, "dense_until": self.schedule.dense_until},
             "total_steps": trainer.total_steps,
             "started": time.time(),
