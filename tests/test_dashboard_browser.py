@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 
 from dashboards.app import create_app
@@ -50,3 +51,16 @@ def test_console_errors_would_be_seen(dash_duo, runs_dir):
     dash_duo.driver.execute_script("console.error('labkit test error')")
     logs = dash_duo.get_logs()
     assert any("labkit test error" in entry["message"] for entry in logs)
+
+
+def test_arrow_keys_step_the_slider(dash_duo, runs_dir):
+    dash_duo.start_server(create_app(runs_dir))
+    dash_duo.wait_for_contains_text("#step-label", "step 63", timeout=20)
+    body = dash_duo.find_element("body")
+    body.send_keys(Keys.ARROW_LEFT)
+    dash_duo.wait_for_contains_text("#step-label", "step 60", timeout=20)
+    body.send_keys(Keys.ARROW_LEFT)
+    dash_duo.wait_for_contains_text("#step-label", "step 55", timeout=20)
+    body.send_keys(Keys.ARROW_RIGHT)
+    dash_duo.wait_for_contains_text("#step-label", "step 60", timeout=20)
+    assert dash_duo.get_logs() == []
