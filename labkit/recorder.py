@@ -320,7 +320,8 @@ class Recorder(Callback):
         self._submit(lambda: writer.append_metrics([row]))
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
-        self.close("interrupted" if result.interrupted else "completed")
+        status = "failed" if result.failed else "interrupted" if result.interrupted else None
+        self.close(status or "completed")
 
     def close(self, status: str) -> None:
         """Detach hooks, flush metrics and close the run with ``status`` (idempotent)."""

@@ -37,10 +37,11 @@ class EpochResult:
 
 @dataclass
 class TrainResult:
-    """The history of a fit, and whether it was cut short by Ctrl-C."""
+    """The history of a fit, and whether it was cut short by Ctrl-C or by an error."""
 
     epochs: list[EpochResult] = field(default_factory=list)
     interrupted: bool = False
+    failed: bool = False
     steps: int = 0
 
 
@@ -134,22 +135,29 @@ class Trainer:
         self.total_steps = self.step + epochs * math.ceil(len(data.x_train) / self.batch_size)
         for callback in self.callbacks:
             callback.on_train_begin(self)
-        with _StopAtStepBoundary() as stop:
-            try:
-                for _ in range(epochs):
-                    self.epoch += 1
-                    epoch_result = self._run_epoch(data, epochs, stop)
-                    if epoch_result is None:
-                        break
-                    result.epochs.append(epoch_result)
-                    for callback in self.callbacks:
-                        callback.on_epoch_end(self, epoch_result)
-            except KeyboardInterrupt:
-                stop.requested = True
-        result.interrupted = stop.requested
-        result.steps = self.step
-        for callback in self.callbacks:
-            callback.on_train_end(self, result)
+        # on_train_end runs however training ends (callbacks such as the Recorder close
+        # files there), with result.failed set when an exception is on its way out.
+        try:
+            with _StopAtStepBoundary() as stop:
+                try:
+                    for _ in range(epochs):
+                        self.epoch += 1
+                        epoch_result = self._run_epoch(data, epochs, stop)
+                        if epoch_result is None:
+                            break
+                        result.epochs.append(epoch_result)
+                        for callback in self.callbacks:
+                            callback.on_epoch_end(self, epoch_result)
+                except KeyboardInterrupt:
+                    stop.requested = True
+            result.interrupted = stop.requested
+        except BaseException:
+            result.failed = True
+            raise
+        finally:
+            result.steps = self.step
+            for callback in self.callbacks:
+                callback.on_train_end(self, result)
         return result
 
     def _run_epoch(self, data: MNIST, epochs: int, stop: _StopAtStepBoundary) -> EpochResult | None:

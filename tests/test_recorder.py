@@ -231,3 +231,28 @@ def test_small_tables_are_consolidated_when_the_run_closes(recorded):
         whole, per_record = run.array(name), run.array(name, slice(None))  # copy vs chunks
         np.testing.assert_array_equal(whole, per_record)
         assert consolidated[name] == len(run.steps) == len(whole)
+
+
+def test_a_training_error_closes_the_run_as_failed(tmp_path):
+    """The run is closed by the trainer however training ends, not by each caller."""
+    from labkit.train import Callback
+
+    sample = load_mnist("sample")
+    data = MNIST(sample.x_train[:320], sample.y_train[:320], sample.x_test, sample.y_test, "t")
+    probes = choose_probes(data.y_test)
+    recorder = Recorder(tmp_path / "run", data.x_test[probes], data.y_test[probes])
+
+    class Boom(Callback):
+        def on_step_end(self, trainer, step, logs):
+            if step == 4:
+                raise RuntimeError("boom")
+
+    network = lenet()
+    trainer = Trainer(network, Adam(network), batch_size=32, progress=False)
+    trainer.callbacks = [recorder, Boom()]
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(data, 1)
+    run = open_run(tmp_path / "run")
+    assert run.status == "failed"
+    assert list(run.steps) == [1, 2, 3, 4]
+    assert recorder.writer is None and not recorder._worker.is_alive()

@@ -123,11 +123,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     start = time.perf_counter()
-    try:
-        result = trainer.fit(data, args.epochs)
-    finally:
-        if recorder is not None:
-            recorder.close("failed")  # a no-op after a normal end, which closed it already
+    result = trainer.fit(data, args.epochs)  # the recorder closes the run however it ends
     network.save(weights_path)
     history = {
         "config": config,
