@@ -1,4 +1,4 @@
-"""Max pooling over square windows, vectorized as p*p strided slices of the whole batch."""
+"""Max pooling over square windows, vectorized as strided slices of the whole batch."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ class MaxPool(Layer):
     "valid"). The gradient goes to the window's maximum. Tie rule: when several
     elements share the maximum, the first in row-major order within the window gets
     all of it (as ``np.argmax`` picks), so the gradient's sum is always preserved.
+
+    The max is separable: first over the p columns of a window in every input row
+    (``row_max``), then over p of those row maxima. That is 2(p - 1) elementwise maxima
+    of the batch instead of p*p - 1, and backward retraces the two steps in reverse.
+    Every array keeps the input's memory layout (channels-last after a convolution).
     """
 
     def __init__(self, pool_size: int = 2, stride: int | None = None) -> None:
@@ -35,8 +40,29 @@ class MaxPool(Layer):
 
     def _window_slices(self, a: int, b: int, oh: int, ow: int) -> tuple[slice, ...]:
         """Index of the element at offset (a, b) of every window, as one strided slice."""
-        s = self.stride
-        return (slice(None), slice(None), slice(a, a + s * oh, s), slice(b, b + s * ow, s))
+        return (slice(None), slice(None), self._offset(a, oh), self._offset(b, ow))
+
+    def _offset(self, offset: int, count: int) -> slice:
+        """The element at ``offset`` of each of ``count`` windows along one axis."""
+        return slice(offset, offset + self.stride * count, self.stride)
+
+    def _along(self, axis: int, offset: int, count: int) -> tuple[slice, ...]:
+        """``_offset`` as an index of a 4-D array along ``axis`` (2: rows, 3: columns)."""
+        index = [slice(None)] * 4
+        index[axis] = self._offset(offset, count)
+        return tuple(index)
+
+    def _covered(self, input: np.ndarray, oh: int, ow: int) -> np.ndarray:
+        """The rows and columns some window reads (a view)."""
+        reach = self.pool_size - self.stride  # how far the last window sticks out
+        return input[:, :, : self.stride * oh + reach, : self.stride * ow + reach]
+
+    def _max_over(self, x: np.ndarray, axis: int, count: int) -> np.ndarray:
+        """Max of the p window elements along ``axis``; order="K" keeps x's memory layout."""
+        result = x[self._along(axis, 0, count)].copy(order="K")
+        for offset in range(1, self.pool_size):
+            np.maximum(result, x[self._along(axis, offset, count)], out=result)
+        return result
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         shape = getattr(input, "shape", ())
@@ -47,16 +73,10 @@ class MaxPool(Layer):
                 f"got {tuple(shape)}"
             )
         _, oh, ow = self.output_shape(shape[1:])
-        # Max of p*p strided slices: elementwise over the whole batch, no window copy;
-        # order="K" keeps the input's memory layout (channels-last after a convolution).
-        output = input[self._window_slices(0, 0, oh, ow)].copy(order="K")
-        for a in range(p):
-            for b in range(p):
-                if a or b:
-                    np.maximum(output, input[self._window_slices(a, b, oh, ow)], out=output)
         self.input = input
-        self.output = output
-        return output
+        self.row_max = self._max_over(self._covered(input, oh, ow), axis=3, count=ow)
+        self.output = self._max_over(self.row_max, axis=2, count=oh)
+        return self.output
 
     def backward(
         self, output_gradient: np.ndarray, learning_rate: float | None = None
@@ -66,37 +86,44 @@ class MaxPool(Layer):
                 f"{self.describe()}: expected output gradient of shape {self.output.shape}, "
                 f"got {output_gradient.shape}"
             )
-        # *_like keeps the input's memory layout (channels-last after a convolution). When
-        # the windows tile the input exactly, every element is written below: no zeroing.
-        h, w = self.input.shape[2:]
-        p, stride = self.pool_size, self.stride
-        tiled = stride == p and h % p == 0 and w % p == 0
-        allocate = np.empty_like if tiled else np.zeros_like
-        input_gradient = allocate(self.input, dtype=output_gradient.dtype)
-        self._route(output_gradient, input_gradient)
+        # The gradient in the output's memory layout: every elementwise step below then
+        # runs over operands laid out alike (mixed layouts make NumPy loop 4 values at a time).
+        grad = np.empty_like(self.output, dtype=output_gradient.dtype)
+        grad[...] = output_gradient
+        oh, ow = self.output.shape[2:]
+        covered = self._covered(self.input, oh, ow)
+        row_grad = self._route(grad, self.row_max, self.output, axis=2)
+        covered_grad = self._route(row_grad, covered, self.row_max, axis=3)
+        if covered.shape == self.input.shape:
+            return covered_grad
+        input_gradient = np.zeros_like(self.input, dtype=grad.dtype)
+        input_gradient[:, :, : covered.shape[2], : covered.shape[3]] = covered_grad
         return input_gradient
 
-    def _route(self, output_gradient: np.ndarray, input_gradient: np.ndarray) -> None:
-        """Send each window's gradient to its first maximum.
+    def _route(
+        self, grad: np.ndarray, source: np.ndarray, maxima: np.ndarray, axis: int
+    ) -> np.ndarray:
+        """Send ``grad`` back to the first of the p ``source`` elements equal to ``maxima``.
 
-        Offsets are visited in row-major order and `unrouted` holds the gradient of the
-        windows whose maximum hasn't been met yet: the first-max tie rule, with no
-        per-window index stored by forward.
+        Offsets are visited in order and ``grad`` (overwritten) keeps the gradient of the
+        windows whose maximum hasn't been met yet, so forward stores no per-window index.
+        The last offset takes what is left: if none before it held the max, it does.
         """
-        p = self.pool_size
-        inputs, outputs = self.input, self.output
-        oh, ow = outputs.shape[2:]
-        unrouted = output_gradient.copy(order="K")
-        overlapping = self.stride < p
-        offsets = [(a, b) for a in range(p) for b in range(p)]
-        for number, (a, b) in enumerate(offsets):
-            index = self._window_slices(a, b, oh, ow)
-            is_max = inputs[index] == outputs
+        p, count = self.pool_size, grad.shape[axis]
+        overlapping = self.stride < p  # an element can sit in several windows: accumulate
+        tiled = self.stride == p  # every element sits in exactly one window: no zeroing
+        routed_grad = (np.empty_like if tiled else np.zeros_like)(source, dtype=grad.dtype)
+        unrouted = grad
+        for offset in range(p):
+            index = self._along(axis, offset, count)
+            last = offset == p - 1
             if overlapping:
-                routed = unrouted * is_max
-                input_gradient[index] += routed
-            else:  # each input element is in one window at most: write in place
-                routed = input_gradient[index]
-                np.multiply(unrouted, is_max, out=routed)
-            if number < len(offsets) - 1:
-                unrouted -= routed  # exact: x - x = 0 where routed, x - 0 = x elsewhere
+                routed = unrouted if last else unrouted * (source[index] == maxima)
+                routed_grad[index] += routed
+            elif last:
+                routed_grad[index] = unrouted
+            else:  # straight into the gradient
+                routed = np.multiply(unrouted, source[index] == maxima, out=routed_grad[index])
+            if not last:
+                np.subtract(unrouted, routed, out=unrouted)  # exact: x - x = 0, x - 0 = x
+        return routed_grad
