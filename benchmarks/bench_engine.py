@@ -39,10 +39,10 @@ from threadpoolctl import threadpool_info, threadpool_limits
 try:
     from labkit import reference
     from labkit.data import load_mnist, one_hot
-    from labkit.losses import softmax_cross_entropy_prime
     from labkit.models import lenet
     from labkit.network import Network
     from labkit.optim import Adam
+    from labkit.train import Trainer
 except ModuleNotFoundError as exc:  # pragma: no cover - a usage error, not a bug
     sys.exit(f"bench_engine: {exc}; run from the repository root with PYTHONPATH=. ")
 
@@ -319,15 +319,17 @@ def check_same_logits(network: Network, model: Any, x: np.ndarray) -> float:
 # --------------------------------------------------------------------------- training
 
 
-def labkit_steps(network: Network, optimizer: Adam, batches: Iterator[Batch]) -> Callable:
-    """A function running ``n`` labkit training steps on the next batches."""
+def labkit_steps(trainer: Trainer, batches: Iterator[Batch]) -> Callable:
+    """A function running ``n`` labkit training steps on the next batches.
+
+    ``Trainer.train_step`` is what ``labkit train`` runs: forward, softmax cross-entropy
+    (value and derivative), backward, Adam; the batch split over the benchmark's threads.
+    """
 
     def run(n: int) -> None:
         for _ in range(n):
             x, y = next(batches)
-            logits = network.forward(x)
-            network.backward(softmax_cross_entropy_prime(y, logits), input_gradient=False)
-            optimizer.step()
+            trainer.train_step(x, y)
 
     return run
 
@@ -364,7 +366,8 @@ def bench_training(
 ) -> dict[str, Timing]:
     """labkit steps vs ``train_on_batch`` (interleaved), then ``fit`` on an in-memory array."""
     ours, theirs = make_pools(x, y, batch)
-    run_ours = labkit_steps(network, optimizer, cycle(ours))
+    trainer = Trainer(network, optimizer, batch_size=batch, progress=False, threads=config.threads)
+    run_ours = labkit_steps(trainer, cycle(ours))
     run_theirs = keras_steps(model, cycle(theirs))
     run_ours(config.warmup)
     run_theirs(config.warmup)

@@ -62,6 +62,11 @@ class HandleGroup:
         self.remove()
 
 
+def has_hooks(layer) -> bool:
+    """Whether any forward or backward hook is attached to ``layer``."""
+    return "forward" in layer.__dict__ or "backward" in layer.__dict__
+
+
 def register(layer, kind: str, fn: Callable) -> HookHandle:
     """Attach ``fn`` as a ``kind`` ("forward" or "backward") hook of ``layer``."""
     if kind not in ("forward", "backward"):

@@ -13,6 +13,7 @@ from labkit import hooks
 from labkit import layers as layer_module
 from labkit.errors import LabkitError
 from labkit.layers.base import Layer
+from labkit.parallel import DataParallel, available_cores
 
 ARCHITECTURE_KEY = "__architecture__"
 
@@ -70,9 +71,16 @@ class Network:
                 handles.append(layer.register_backward_hook(backward))
         return hooks.HandleGroup(handles)
 
-    def predict(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-        """Forward ``x`` in batches (bounded memory); returns the stacked outputs."""
-        outputs = [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    def predict(
+        self, x: np.ndarray, batch_size: int = 500, *, threads: int | None = None
+    ) -> np.ndarray:
+        """Forward ``x`` in batches (bounded memory); returns the stacked outputs.
+
+        Each batch is split over ``threads`` threads (default: every core) where that is
+        safe and pays (see :class:`labkit.parallel.DataParallel`).
+        """
+        runner = DataParallel(self, available_cores() if threads is None else threads)
+        outputs = [runner.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(outputs, axis=0)
 
     @property
@@ -184,20 +192,7 @@ def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise LabkitError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-LOADABLE_LAYERS = {
-    cls.__name__: cls
-    for cls in (
-        layer_module.Convolutional,
-        layer_module.Dense,
-        layer_module.MaxPool,
-        layer_module.Reshape,
-        layer_module.Flatten,
-        layer_module.Sigmoid,
-        layer_module.Tanh,
-        layer_module.ReLU,
-        layer_module.Softmax,
-    )
-}
+LOADABLE_LAYERS = {cls.__name__: cls for cls in layer_module.BUILTIN_LAYERS}
 
 
 def _build_layer(entry: dict) -> Layer:

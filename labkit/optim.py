@@ -69,15 +69,23 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
     def update(self, param, grad, state) -> None:
-        m = state.setdefault("m", np.zeros_like(param))
-        v = state.setdefault("v", np.zeros_like(param))
+        # In place with one scratch array per parameter: a step allocates nothing (the
+        # update is a dozen elementwise passes over every weight, once per training step).
+        if not state:
+            state.update(m=np.zeros_like(param), v=np.zeros_like(param))
+            state["scratch"] = np.empty_like(param)
+        m, v, scratch = state["m"], state["v"], state["scratch"]
         m *= self.beta1
-        m += (1 - self.beta1) * grad
+        m += np.multiply(grad, 1 - self.beta1, out=scratch)
         v *= self.beta2
-        v += (1 - self.beta2) * (grad * grad)
+        np.multiply(grad, grad, out=scratch)
+        v += np.multiply(scratch, 1 - self.beta2, out=scratch)
         t = self.iterations
         step = self.lr * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
-        param -= (step * m / (np.sqrt(v) + self.eps)).astype(param.dtype, copy=False)
+        np.sqrt(v, out=scratch)
+        scratch += self.eps
+        np.divide(m, scratch, out=scratch)
+        param -= np.multiply(scratch, step, out=scratch)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "adam": Adam}

@@ -17,6 +17,7 @@ from labkit.data import MNIST, one_hot
 from labkit.losses import LOSSES, Loss
 from labkit.network import Network
 from labkit.optim import Optimizer
+from labkit.parallel import DataParallel, available_cores
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Trainer:
         seed: int = 0,
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
+        threads: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -116,12 +118,13 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.total_steps = 0  # known once fit() starts: callbacks size their storage by it
+        # Each step's batch is split over this many threads where that is safe and pays.
+        self.parallel = DataParallel(network, available_cores() if threads is None else threads)
 
     def train_step(self, x: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
         """One forward/backward/update on a batch; returns (loss, number correct)."""
-        output = self.network.forward(x)
+        output = self.parallel.forward_backward(x, lambda output: self.loss.prime(targets, output))
         loss = self.loss.value(targets, output)
-        self.network.backward(self.loss.prime(targets, output), input_gradient=False)
         self.optimizer.step()
         self.step += 1
         correct = int(np.sum(output.reshape(len(x), -1).argmax(axis=1) == targets.argmax(axis=1)))

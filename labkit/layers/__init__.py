@@ -7,7 +7,13 @@ from labkit.layers.dense import Dense
 from labkit.layers.pooling import MaxPool
 from labkit.layers.reshape import Flatten, Reshape
 
+# labkit's own layers: the ones Network.load rebuilds and DataParallel may run on threads.
+BUILTIN_LAYERS = frozenset(
+    {Convolutional, Dense, MaxPool, Reshape, Flatten, Sigmoid, Tanh, ReLU, Softmax}
+)
+
 __all__ = [
+    "BUILTIN_LAYERS",
     "Activation",
     "Convolutional",
     "Dense",

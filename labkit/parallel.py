@@ -1,0 +1,146 @@
+"""Data parallelism: each batch split over threads, a replica of the layers per thread.
+
+BLAS spreads a GEMM over the cores, but the elementwise work (max-pool, ReLU, im2col
+copies) and the many small GEMMs of a convolution's backward run on one. NumPy releases
+the GIL inside its loops, so threads that each take a slice of the batch through their
+own shallow replica of the layers (sharing the parameter arrays, with their own caches
+and gradients) keep every core busy, with BLAS single-threaded inside them. The slices'
+parameter gradients are summed in a fixed order afterwards: a run stays deterministic,
+and equals the serial step up to floating-point rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from labkit import hooks
+from labkit.layers import BUILTIN_LAYERS
+
+if TYPE_CHECKING:
+    from labkit.network import Network
+
+MIN_SLICE = 16  # samples per thread below which splitting a batch loses time (measured)
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_blas: ThreadpoolController | None = None  # built on first use: it scans loaded libraries
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _single_threaded_blas() -> Any:
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One long-lived pool per size: starting threads every step would cost more than it saves."""
+    if workers not in _pools:
+        _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="labkit")
+    return _pools[workers]
+
+
+class DataParallel:
+    """Forward (and backward) of a batch on ``threads`` threads; gradients land in ``network``.
+
+    Splits only where it is safe and pays: every layer is one of labkit's own (a user's
+    layer may keep state the threads would share), no layer has hooks (they expect the
+    whole batch), and each thread gets at least ``MIN_SLICE`` samples. Otherwise the
+    network runs serially, exactly as ``network.forward``/``backward``.
+    """
+
+    def __init__(self, network: Network, threads: int) -> None:
+        self.network = network
+        self.threads = max(1, int(threads))
+        self._replicas: list[Network] = []
+        self._replicated: tuple[int, ...] = ()
+
+    def slices(self, batch: int) -> int:
+        """How many slices a batch of ``batch`` samples is cut into (1: run serially)."""
+        count = min(self.threads, batch // MIN_SLICE)
+        if count < 2:
+            return 1
+        for layer in self.network:
+            if type(layer) not in BUILTIN_LAYERS or hooks.has_hooks(layer):
+                return 1
+        return count
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``network.forward(x)``, the batch split over the threads."""
+        count = self.slices(len(x))
+        if count == 1:
+            return self.network.forward(x)
+        parts, replicas = self._split(len(x), count)
+        with _single_threaded_blas():
+            outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
+        return np.concatenate(outputs)
+
+    def forward_backward(
+        self, x: np.ndarray, output_gradient: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
+        """Forward ``x``, backpropagate ``output_gradient(outputs)``; returns the outputs.
+
+        Fills ``layer.grads`` of every layer, as ``Network.backward`` does; the gradient
+        with respect to ``x`` is skipped (training has no use for it).
+        """
+        count = self.slices(len(x))
+        if count == 1:
+            output = self.network.forward(x)
+            self.network.backward(output_gradient(output), input_gradient=False)
+            return output
+        parts, replicas = self._split(len(x), count)
+        with _single_threaded_blas():
+            outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
+            output = np.concatenate(outputs)
+            grad = output_gradient(output)  # the loss sees the whole batch, as serially
+            self._map(lambda r, part: r.backward(grad[part], input_gradient=False), replicas, parts)
+        for index, layer in enumerate(self.network):
+            for name in layer.params:
+                total, *others = (r.layers[index].grads[name] for r in replicas)
+                for grad_part in others:
+                    total += grad_part  # the replica's own fresh array
+                layer.grads[name] = total
+        return output
+
+    def _split(self, batch: int, count: int) -> tuple[list[slice], list[Network]]:
+        bounds = np.linspace(0, batch, count + 1).astype(int).tolist()
+        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return parts, self._replicas_of(count)
+
+    def _replicas_of(self, count: int) -> list[Network]:
+        """``count`` replicas, rebuilt whenever the network's layers (or their params) change."""
+        layers = tuple((id(layer), id(layer.params)) for layer in self.network)
+        if layers != self._replicated or len(self._replicas) < count:
+            self._replicas = [replicate(self.network) for _ in range(count)]
+            self._replicated = layers
+        return self._replicas[:count]
+
+    def _map(self, fn: Callable, replicas: Sequence[Network], parts: Sequence[slice]) -> list:
+        """``fn(replica, part)`` for every slice: the first on this thread, the rest pooled."""
+        pool = _pool(self.threads - 1)
+        futures = [pool.submit(fn, r, p) for r, p in zip(replicas[1:], parts[1:], strict=True)]
+        first = fn(replicas[0], parts[0])
+        return [first] + [future.result() for future in futures]
+
+
+def replicate(network: Network) -> Network:
+    """Layers sharing ``network``'s parameter dicts (so their arrays) with their own grads."""
+    replicas = []
+    for layer in network:
+        replica = copy.copy(layer)
+        replica.grads = {}
+        replicas.append(replica)
+    return type(network)(replicas)

@@ -1,0 +1,136 @@
+"""DataParallel: a batch split over threads gives the serial step's outputs and gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labkit.data import MNIST, load_mnist, one_hot
+from labkit.layers import ReLU
+from labkit.losses import softmax_cross_entropy_prime
+from labkit.models import lenet, tutorial
+from labkit.optim import Adam
+from labkit.parallel import MIN_SLICE, DataParallel
+from labkit.train import Trainer
+
+
+def batch(n: int, seed: int = 0, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 1, 28, 28)).astype(dtype)
+    return x, one_hot(rng.integers(0, 10, n)).astype(dtype)
+
+
+def serial_step(network, x, y) -> tuple[np.ndarray, dict]:
+    output = network.forward(x)
+    network.backward(softmax_cross_entropy_prime(y, output), input_gradient=False)
+    return output, {
+        (i, k): g.copy() for i, layer in enumerate(network) for k, g in layer.grads.items()
+    }
+
+
+@pytest.mark.parametrize("preset", [lenet, tutorial], ids=["lenet", "tutorial"])
+@pytest.mark.parametrize("threads, n", [(2, 2 * MIN_SLICE), (2, 77), (3, 96)])
+def test_split_step_equals_the_serial_step(preset, threads, n):
+    network = preset(seed=1, dtype=np.float64)
+    x, y = batch(n)
+    expected_output, expected_grads = serial_step(network, x, y)
+
+    runner = DataParallel(network, threads)
+    assert runner.slices(n) == min(threads, n // MIN_SLICE) > 1
+    for layer in network:
+        layer.grads = {}
+    output = runner.forward_backward(x, lambda out: softmax_cross_entropy_prime(y, out))
+
+    np.testing.assert_allclose(output, expected_output, rtol=1e-12, atol=1e-13)
+    got = {(i, k): g for i, layer in enumerate(network) for k, g in layer.grads.items()}
+    assert got.keys() == expected_grads.keys()
+    for key, grad in expected_grads.items():
+        assert got[key].shape == grad.shape
+        np.testing.assert_allclose(got[key], grad, rtol=1e-10, atol=1e-14, err_msg=str(key))
+
+
+def test_split_forward_equals_predict_serially():
+    network = lenet(seed=2)
+    x, _ = batch(100, dtype=np.float32)
+    serial = network.predict(x, batch_size=64, threads=1)
+    split = network.predict(x, batch_size=64, threads=2)
+    assert split.shape == serial.shape == (100, 10)
+    np.testing.assert_allclose(split, serial, rtol=1e-5, atol=1e-6)
+
+
+def test_runs_serially_when_splitting_is_unsafe_or_too_small():
+    network = lenet(seed=0)
+    runner = DataParallel(network, 2)
+    assert runner.slices(2 * MIN_SLICE) == 2
+    assert runner.slices(2 * MIN_SLICE - 1) == 1  # a thread would get too few samples
+    assert DataParallel(network, 1).slices(1000) == 1
+
+    with network.layers[2].register_forward_hook(lambda *args: None):
+        assert runner.slices(1000) == 1  # a hook expects the whole batch
+    assert runner.slices(1000) == 2
+
+    class MyReLU(ReLU):  # a user's layer may keep state the threads would share
+        pass
+
+    network.layers[2] = MyReLU()
+    assert runner.slices(1000) == 1
+
+
+def test_hooks_see_the_whole_batch_during_training():
+    network = lenet(seed=0)
+    seen = []
+    network.layers[0].register_forward_hook(lambda layer, i, o: seen.append(len(i)))
+    trainer = Trainer(network, Adam(network), threads=2, progress=False)
+    x, y = batch(64, dtype=np.float32)
+    trainer.train_step(x, y)
+    assert seen == [64]
+
+
+def test_replicas_follow_replaced_layers_and_weights():
+    network = lenet(seed=0)
+    runner = DataParallel(network, 2)
+    x, _ = batch(64, dtype=np.float32)
+    before = runner.forward(x)
+    network.layers[-1].params["bias"][...] += 1.0  # the replicas share the arrays
+    np.testing.assert_allclose(runner.forward(x), before + 1.0, rtol=1e-5, atol=1e-5)
+
+    other = lenet(seed=5)
+    network.layers[0] = other.layers[0]  # a new layer: the replicas are rebuilt
+    np.testing.assert_allclose(
+        runner.forward(x), network.predict(x, threads=1), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_an_error_in_a_worker_reaches_the_caller():
+    network = lenet(seed=0)
+    runner = DataParallel(network, 2)
+    x, _ = batch(64, dtype=np.float32)
+    x[40:] = np.nan  # the worker's slice only
+
+    def bad_gradient(output):
+        raise RuntimeError("loss failed")
+
+    with pytest.raises(RuntimeError, match="loss failed"):
+        runner.forward_backward(x, bad_gradient)
+    wrong = x[:, :, :20]  # wrong image size: the layers' own error, from a thread
+    with pytest.raises(ValueError, match="Convolutional"):
+        runner.forward(wrong)
+
+
+def test_training_with_threads_is_deterministic_and_tracks_serial_training():
+    sample = load_mnist("sample")
+    data = MNIST(
+        sample.x_train[:256], sample.y_train[:256], sample.x_test[:64], sample.y_test[:64], ""
+    )
+
+    def train(threads: int) -> np.ndarray:
+        network = lenet(seed=0)
+        trainer = Trainer(
+            network, Adam(network), batch_size=64, seed=0, progress=False, threads=threads
+        )
+        trainer.fit(data, epochs=2)
+        return network.forward(data.x_test[:8])
+
+    first, second, serial = train(2), train(2), train(1)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, serial, rtol=1e-3, atol=1e-3)
