@@ -11,6 +11,7 @@ and equals the serial step up to floating-point rounding.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Callable, Sequence
@@ -39,8 +40,11 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _single_threaded_blas() -> Any:
+def single_threaded_blas(active: bool = True) -> Any:
+    """A context in which BLAS runs on the calling thread only (a no-op when not ``active``)."""
     global _blas
+    if not active:
+        return contextlib.nullcontext()
     if _blas is None:
         _blas = ThreadpoolController()
     return _blas.limit(limits=1, user_api="blas")
@@ -84,7 +88,7 @@ class DataParallel:
         if count == 1:
             return self.network.forward(x)
         parts, replicas = self._split(len(x), count)
-        with _single_threaded_blas():
+        with single_threaded_blas():
             outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
         return np.concatenate(outputs)
 
@@ -102,7 +106,7 @@ class DataParallel:
             self.network.backward(output_gradient(output), input_gradient=False)
             return output
         parts, replicas = self._split(len(x), count)
-        with _single_threaded_blas():
+        with single_threaded_blas():
             outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
             output = np.concatenate(outputs)
             grad = output_gradient(output)  # the loss sees the whole batch, as serially

@@ -63,9 +63,10 @@ def tensor_stats(values: np.ndarray, saturation: tuple[float, float] | None) -> 
     """``STATS_FIELDS`` of an array; saturated_fraction is NaN where it means nothing.
 
     Sums accumulate in float64 without converting the array (that copy would cost more
-    than the statistics themselves).
+    than the statistics themselves); ``ravel(order="K")`` is a view of a channels-last
+    map, where ``reshape(-1)`` would copy it.
     """
-    flat = np.asarray(values).reshape(-1)
+    flat = np.ravel(values, order="K")
     if flat.size == 0:
         return np.full(len(STATS_FIELDS), np.nan, dtype=np.float32)
     if saturation is None:
@@ -74,7 +75,7 @@ def tensor_stats(values: np.ndarray, saturation: tuple[float, float] | None) -> 
         low, high = saturation
         saturated = np.count_nonzero((flat <= low) | (flat >= high)) / flat.size
     mean = flat.mean(dtype=np.float64)
-    square_sum = np.square(flat, dtype=np.float64).sum()
+    square_sum = np.add.reduce(np.square(flat), dtype=np.float64)
     return np.array(
         [
             mean,
@@ -93,9 +94,10 @@ def histogram(values: np.ndarray, edges: np.ndarray = HIST_EDGES) -> np.ndarray:
     """Counts over ``edges`` of at most HIST_SAMPLES evenly strided elements; outliers clip.
 
     Bins are ``[edges[i], edges[i+1])`` (the last one closed), found by a binary search of
-    the edges for each sampled value, with no sort of the values.
+    the edges for each sampled value, with no sort of the values. The sample strides
+    through memory order (``ravel(order="K")``: no copy of a channels-last map).
     """
-    flat = np.asarray(values).reshape(-1)
+    flat = np.ravel(values, order="K")
     stride = max(1, math.ceil(flat.size / HIST_SAMPLES))
     bins = np.searchsorted(edges, flat[::stride], side="right") - 1
     np.clip(bins, 0, len(edges) - 2, out=bins)

@@ -17,7 +17,7 @@ from labkit.data import MNIST, one_hot
 from labkit.losses import LOSSES, Loss
 from labkit.network import Network
 from labkit.optim import Optimizer
-from labkit.parallel import DataParallel, available_cores
+from labkit.parallel import DataParallel, available_cores, single_threaded_blas
 
 
 @dataclass
@@ -140,8 +140,12 @@ class Trainer:
             callback.on_train_begin(self)
         # on_train_end runs however training ends (callbacks such as the Recorder close
         # files there), with result.failed set when an exception is on its way out.
+        # When batches are split over threads, BLAS stays single-threaded for the whole fit,
+        # serial (recorded) steps included: OpenBLAS threads busy-wait for a while after
+        # each call, and one spinning there would take a core from the split steps.
+        splitting = self.parallel.slices(self.batch_size) > 1
         try:
-            with _StopAtStepBoundary() as stop:
+            with _StopAtStepBoundary() as stop, single_threaded_blas(splitting):
                 try:
                     for _ in range(epochs):
                         self.epoch += 1

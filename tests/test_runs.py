@@ -193,6 +193,38 @@ def test_one_record_is_one_chunk_file_and_reads_alone(tmp_path, monkeypatch):
     )
 
 
+def test_record_chunks_are_the_bytes_zarr_itself_writes(tmp_path):
+    """The writer encodes chunks itself (zarr's async pipeline is slow): same files."""
+    shapes = {"f32": ((3, 5), "float32"), "f16": ((7,), "float16"), "i32": ((2, 2, 2), "int32")}
+    rng = np.random.default_rng(0)
+    values = {
+        "f32": rng.standard_normal((3, 5)).astype(np.float32),
+        "f16": rng.standard_normal(7).astype(np.float16),
+        "i32": rng.integers(-9, 9, (2, 2, 2)).astype(np.int32),
+    }
+    path = tmp_path / "run"
+    with RunWriter.create(path, capacity=3, record_arrays=shapes) as writer:
+        writer.write_record(5, 0, {k: np.zeros_like(v) for k, v in values.items()})
+        writer.write_record(6, 0, values)
+    for name, value in values.items():
+        ours = zarr.open_array(store=zarr.storage.LocalStore(path / "data.zarr"), path=name)
+        twin = zarr.create_array(
+            store=zarr.storage.LocalStore(tmp_path / "twin"),
+            name=name,
+            shape=ours.shape,
+            chunks=ours.chunks,
+            dtype=ours.dtype,
+            chunk_key_encoding={"name": "default", "separator": "."},
+            compressors=ours.compressors,
+        )
+        twin[1] = value
+        key = ".".join(["c", "1"] + ["0"] * value.ndim)
+        written = (path / "data.zarr" / name / key).read_bytes()
+        assert written == (tmp_path / "twin" / name / key).read_bytes(), name
+        np.testing.assert_array_equal(ours[1], value)
+        np.testing.assert_array_equal(ours[0], np.zeros_like(value))  # zeros are stored too
+
+
 # ------------------------------------------------------------------- crash safety
 
 WRITER_SCRIPT = textwrap.dedent(

@@ -45,6 +45,12 @@ def add_parser(commands) -> None:
     train.add_argument("--no-record", action="store_true", help="save only the weights")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="threads each batch is split over (default: every core; 1: serial)",
+    )
     train.set_defaults(handler=run)
 
 
@@ -121,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         callbacks=callbacks,
         progress=not args.no_progress,
+        threads=args.threads,
     )
     start = time.perf_counter()
     result = trainer.fit(data, args.epochs)  # the recorder closes the run however it ends
