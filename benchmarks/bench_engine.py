@@ -592,8 +592,8 @@ def report(results: dict[str, Any], network: Network) -> str:
     if results["load_before"][0] >= 1.0:
         lines.append(
             f"- WARNING: load average {results['load_before'][0]:.2f} when the run started: "
-            "other processes competed for the CPUs. Multi-threaded OpenBLAS degrades worst "
-            "under contention (threads wait for a descheduled peer); compare with --threads 1."
+            "other processes competed for the CPUs. Both frameworks wait for a descheduled "
+            "thread (a split labkit step, a TensorFlow op); compare with --threads 1."
         )
     return "\n".join(lines)
 

@@ -78,29 +78,34 @@ def register(layer, kind: str, fn: Callable) -> HookHandle:
     hooks[key] = fn
     if kind not in layer.__dict__:
         method = getattr(type(layer), kind).__get__(layer)
-        layer.__dict__[kind] = (
-            _forward_wrapper(layer, method, hooks)
-            if kind == "forward"
-            else (_backward_wrapper(layer, method, hooks))
-        )
+        wrapper = _forward_wrapper if kind == "forward" else _backward_wrapper
+        layer.__dict__[kind] = wrapper(layer, method)
     return HookHandle(layer, kind, key)
 
 
-def _forward_wrapper(layer, method, hooks: dict) -> Callable:
+def fire(layer, kind: str, first: Any, second: Any) -> None:
+    """Call ``layer``'s ``kind`` hooks with ``(layer, first, second)``, in registration order.
+
+    The wrappers below call it; so does a split step, once it has the whole batch's
+    values back together (:mod:`labkit.parallel`).
+    """
+    for hook in list(layer.__dict__.get(f"_{kind}_hooks", {}).values()):
+        hook(layer, first, second)
+
+
+def _forward_wrapper(layer, method) -> Callable:
     def forward(input):
         output = method(input)
-        for hook in list(hooks.values()):
-            hook(layer, input, output)
+        fire(layer, "forward", input, output)
         return output
 
     return forward
 
 
-def _backward_wrapper(layer, method, hooks: dict) -> Callable:
+def _backward_wrapper(layer, method) -> Callable:
     def backward(output_gradient, learning_rate=None, **options):
         grad_input = method(output_gradient, learning_rate, **options)
-        for hook in list(hooks.values()):
-            hook(layer, grad_input, output_gradient)
+        fire(layer, "backward", grad_input, output_gradient)
         return grad_input
 
     return backward

@@ -7,6 +7,11 @@ own shallow replica of the layers (sharing the parameter arrays, with their own 
 and gradients) keep every core busy, with BLAS single-threaded inside them. The slices'
 parameter gradients are summed in a fixed order afterwards: a run stays deterministic,
 and equals the serial step up to floating-point rounding.
+
+Hooks still see the whole batch: the replicas' layers record each slice's values, and
+once the slices are done the network's own hooks are called with them joined. So a
+hook observes a split step (recording never changes what is trained), but it runs after
+the slices, not between two layers: a hook that changed arrays would change nothing.
 """
 
 from __future__ import annotations
@@ -61,9 +66,9 @@ class DataParallel:
     """Forward (and backward) of a batch on ``threads`` threads; gradients land in ``network``.
 
     Splits only where it is safe and pays: every layer is one of labkit's own (a user's
-    layer may keep state the threads would share), no layer has hooks (they expect the
-    whole batch), and each thread gets at least ``MIN_SLICE`` samples. Otherwise the
-    network runs serially, exactly as ``network.forward``/``backward``.
+    layer may keep state the threads would share) and each thread gets at least
+    ``MIN_SLICE`` samples. Otherwise the network runs serially, exactly as
+    ``network.forward``/``backward``.
     """
 
     def __init__(self, network: Network, threads: int) -> None:
@@ -77,9 +82,8 @@ class DataParallel:
         count = min(self.threads, batch // MIN_SLICE)
         if count < 2:
             return 1
-        for layer in self.network:
-            if type(layer) not in BUILTIN_LAYERS or hooks.has_hooks(layer):
-                return 1
+        if any(type(layer) not in BUILTIN_LAYERS for layer in self.network):
+            return 1
         return count
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -88,8 +92,9 @@ class DataParallel:
         if count == 1:
             return self.network.forward(x)
         parts, replicas = self._split(len(x), count)
-        with single_threaded_blas():
+        with single_threaded_blas(), self._watching(replicas, "forward") as forward_seen:
             outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
+        self._replay("forward", forward_seen)
         return np.concatenate(outputs)
 
     def forward_backward(
@@ -107,17 +112,52 @@ class DataParallel:
             return output
         parts, replicas = self._split(len(x), count)
         with single_threaded_blas():
-            outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
+            with self._watching(replicas, "forward") as forward_seen:
+                outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
             output = np.concatenate(outputs)
+            self._replay("forward", forward_seen)
             grad = output_gradient(output)  # the loss sees the whole batch, as serially
-            self._map(lambda r, part: r.backward(grad[part], input_gradient=False), replicas, parts)
+            with self._watching(replicas, "backward") as backward_seen:
+                self._map(
+                    lambda r, part: r.backward(grad[part], input_gradient=False), replicas, parts
+                )
         for index, layer in enumerate(self.network):
             for name in layer.params:
                 total, *others = (r.layers[index].grads[name] for r in replicas)
                 for grad_part in others:
                     total += grad_part  # the replica's own fresh array
                 layer.grads[name] = total
+        self._replay("backward", backward_seen)  # with every layer's gradients in place
         return output
+
+    @contextlib.contextmanager
+    def _watching(self, replicas: Sequence[Network], kind: str):
+        """Record, per replica, the hook arguments of each layer whose original has ``kind``
+        hooks; yields ``seen[replica][layer index] = (first, second)``."""
+        seen: list[dict[int, tuple]] = [{} for _ in replicas]
+        handles = []
+        for index, layer in enumerate(self.network):
+            if not layer.__dict__.get(f"_{kind}_hooks"):
+                continue
+            for replica, store in zip(replicas, seen, strict=True):
+
+                def keep(_, first, second, store=store, index=index) -> None:
+                    store[index] = (first, second)
+
+                handles.append(hooks.register(replica.layers[index], kind, keep))
+        try:
+            yield seen
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _replay(self, kind: str, seen: list[dict[int, tuple]]) -> None:
+        """Call the network's ``kind`` hooks with the slices' values joined into the batch,
+        in the order a serial pass would (backward: last layer first)."""
+        order = sorted(seen[0], reverse=kind == "backward")
+        for index in order:
+            firsts, seconds = zip(*(store[index] for store in seen), strict=True)
+            hooks.fire(self.network.layers[index], kind, _join(firsts), _join(seconds))
 
     def _split(self, batch: int, count: int) -> tuple[list[slice], list[Network]]:
         bounds = np.linspace(0, batch, count + 1).astype(int).tolist()
@@ -141,10 +181,18 @@ class DataParallel:
 
 
 def replicate(network: Network) -> Network:
-    """Layers sharing ``network``'s parameter dicts (so their arrays) with their own grads."""
+    """Layers sharing ``network``'s parameter dicts (so their arrays) with their own grads,
+    and without its hooks (a hook wrapper would call the original layer)."""
     replicas = []
     for layer in network:
         replica = copy.copy(layer)
+        for attribute in hooks.HOOK_ATTRIBUTES:
+            replica.__dict__.pop(attribute, None)
         replica.grads = {}
         replicas.append(replica)
     return type(network)(replicas)
+
+
+def _join(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """The slices of one array back into the batch (None stays None: a skipped gradient)."""
+    return None if parts[0] is None else np.concatenate(parts)

@@ -140,9 +140,10 @@ class Trainer:
             callback.on_train_begin(self)
         # on_train_end runs however training ends (callbacks such as the Recorder close
         # files there), with result.failed set when an exception is on its way out.
-        # When batches are split over threads, BLAS stays single-threaded for the whole fit,
-        # serial (recorded) steps included: OpenBLAS threads busy-wait for a while after
-        # each call, and one spinning there would take a core from the split steps.
+        # When batches are split over threads, BLAS stays single-threaded for the whole fit:
+        # OpenBLAS threads busy-wait for a while after each call, and one left spinning by
+        # a serial call (a short last batch, the recorder's probe pass) would take a core
+        # from the split steps.
         splitting = self.parallel.slices(self.batch_size) > 1
         try:
             with _StopAtStepBoundary() as stop, single_threaded_blas(splitting):

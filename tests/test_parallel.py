@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from labkit import hooks
 from labkit.data import MNIST, load_mnist, one_hot
 from labkit.layers import ReLU
 from labkit.losses import softmax_cross_entropy_prime
@@ -64,16 +65,59 @@ def test_runs_serially_when_splitting_is_unsafe_or_too_small():
     assert runner.slices(2 * MIN_SLICE) == 2
     assert runner.slices(2 * MIN_SLICE - 1) == 1  # a thread would get too few samples
     assert DataParallel(network, 1).slices(1000) == 1
-
     with network.layers[2].register_forward_hook(lambda *args: None):
-        assert runner.slices(1000) == 1  # a hook expects the whole batch
-    assert runner.slices(1000) == 2
+        assert runner.slices(1000) == 2  # hooks are replayed on the joined batch
 
     class MyReLU(ReLU):  # a user's layer may keep state the threads would share
         pass
 
     network.layers[2] = MyReLU()
     assert runner.slices(1000) == 1
+
+
+def test_hooks_of_a_split_step_see_what_a_serial_pass_shows():
+    x, y = batch(70)
+
+    def observe(threads: int) -> list[tuple]:
+        network = lenet(seed=3, dtype=np.float64)
+        calls = []
+        network.register_hook(
+            forward=lambda layer, i, o: calls.append(("forward", layer.name, i, o)),
+            backward=lambda layer, gi, go: calls.append(
+                ("backward", layer.name, gi, go, {k: g.copy() for k, g in layer.grads.items()})
+            ),
+        )
+        runner = DataParallel(network, threads)
+        runner.forward_backward(x, lambda out: softmax_cross_entropy_prime(y, out))
+        assert all(not hooks.has_hooks(r_layer) for r in runner._replicas for r_layer in r)
+        return calls
+
+    serial, split = observe(1), observe(2)
+    assert [c[:2] for c in split] == [c[:2] for c in serial]  # same layers, same order
+    for ours, theirs in zip(split, serial, strict=True):
+        for a, b in zip(ours[2:4], theirs[2:4], strict=True):
+            if b is None:
+                assert a is None
+            else:
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+        if ours[0] == "backward":  # the layer's own gradients are in place when it is called
+            for name, grad in theirs[4].items():
+                np.testing.assert_allclose(ours[4][name], grad, rtol=1e-10, atol=1e-14)
+
+
+def test_a_hook_that_fails_reaches_the_caller_and_leaves_no_replica_hook():
+    network = lenet(seed=0)
+    runner = DataParallel(network, 2)
+    x, _ = batch(64, dtype=np.float32)
+
+    def broken(layer, i, o):
+        raise RuntimeError("hook failed")
+
+    with network.layers[1].register_forward_hook(broken):
+        with pytest.raises(RuntimeError, match="hook failed"):
+            runner.forward(x)
+    assert all(not hooks.has_hooks(layer) for r in runner._replicas for layer in r)
+    assert runner.forward(x).shape == (64, 10)
 
 
 def test_hooks_see_the_whole_batch_during_training():

@@ -256,3 +256,41 @@ def test_a_training_error_closes_the_run_as_failed(tmp_path):
     assert run.status == "failed"
     assert list(run.steps) == [1, 2, 3, 4]
     assert recorder.writer is None and not recorder._worker.is_alive()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_recording_does_not_change_what_is_trained(tmp_path, threads):
+    """Hooks only observe, split steps included: the weights are bit-identical."""
+    sample = load_mnist("sample")
+    data = MNIST(
+        sample.x_train[:640], sample.y_train[:640], sample.x_test[:50], sample.y_test[:50], ""
+    )
+
+    def train(record: bool) -> dict[str, np.ndarray]:
+        network = lenet(seed=0)
+        callbacks = []
+        if record:
+            callbacks.append(
+                Recorder(
+                    tmp_path / f"run-{threads}",
+                    sample.x_test[:16],
+                    sample.y_test[:16],
+                    schedule=RecordSchedule(every=3, dense_until=0),
+                )
+            )
+        trainer = Trainer(
+            network,
+            Adam(network),
+            batch_size=64,
+            progress=False,
+            callbacks=callbacks,
+            threads=threads,
+        )
+        assert trainer.parallel.slices(64) == threads
+        trainer.fit(data, epochs=1)
+        return network.state_dict()
+
+    plain, recorded = train(False), train(True)
+    assert len(open_run(tmp_path / f"run-{threads}").steps) > 3
+    for key, value in plain.items():
+        np.testing.assert_array_equal(recorded[key], value, err_msg=key)
