@@ -155,9 +155,11 @@ class DataParallel:
         """Call the network's ``kind`` hooks with the slices' values joined into the batch,
         in the order a serial pass would (backward: last layer first)."""
         order = sorted(seen[0], reverse=kind == "backward")
-        for index in order:
+        joined: dict[tuple[int, ...], np.ndarray | None] = {}  # one layer's output is the
+        for index in order:  # next one's input: join each set of slices once
             firsts, seconds = zip(*(store[index] for store in seen), strict=True)
-            hooks.fire(self.network.layers[index], kind, _join(firsts), _join(seconds))
+            first, second = (_join(parts, joined) for parts in (firsts, seconds))
+            hooks.fire(self.network.layers[index], kind, first, second)
 
     def _split(self, batch: int, count: int) -> tuple[list[slice], list[Network]]:
         bounds = np.linspace(0, batch, count + 1).astype(int).tolist()
@@ -193,6 +195,9 @@ def replicate(network: Network) -> Network:
     return type(network)(replicas)
 
 
-def _join(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
+def _join(parts: Sequence[np.ndarray | None], joined: dict) -> np.ndarray | None:
     """The slices of one array back into the batch (None stays None: a skipped gradient)."""
-    return None if parts[0] is None else np.concatenate(parts)
+    key = tuple(id(part) for part in parts)
+    if key not in joined:
+        joined[key] = None if parts[0] is None else np.concatenate(parts)
+    return joined[key]
