@@ -75,7 +75,7 @@ class DataParallel:
         self.network = network
         self.threads = max(1, int(threads))
         self._replicas: list[Network] = []
-        self._replicated: tuple[int, ...] = ()
+        self._replicated: tuple[tuple[int, int], ...] = ()
 
     def slices(self, batch: int) -> int:
         """How many slices a batch of ``batch`` samples is cut into (1: run serially)."""
@@ -178,7 +178,12 @@ class DataParallel:
         """``fn(replica, part)`` for every slice: the first on this thread, the rest pooled."""
         pool = _pool(self.threads - 1)
         futures = [pool.submit(fn, r, p) for r, p in zip(replicas[1:], parts[1:], strict=True)]
-        first = fn(replicas[0], parts[0])
+        try:
+            first = fn(replicas[0], parts[0])
+        except BaseException:
+            for future in futures:  # a replica must be idle before the next step uses it
+                future.exception()
+            raise
         return [first] + [future.result() for future in futures]
 
 

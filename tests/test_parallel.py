@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,20 @@ def test_training_with_threads_is_deterministic_and_tracks_serial_training():
     first, second, serial = train(2), train(2), train(1)
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first, serial, rtol=1e-3, atol=1e-3)
+
+
+def test_a_failing_slice_waits_for_the_others_before_raising():
+    """The next step reuses the replicas: none may still be busy with the failed one."""
+    runner = DataParallel(lenet(seed=0), 2)
+    parts, replicas = runner._split(64, 2)
+    finished = []
+
+    def work(replica, part):
+        if replica is replicas[0]:
+            raise RuntimeError("slice 0 failed")
+        time.sleep(0.2)
+        finished.append(part)
+
+    with pytest.raises(RuntimeError, match="slice 0 failed"):
+        runner._map(work, replicas, parts)
+    assert finished == [parts[1]]
