@@ -4,9 +4,9 @@
 
 With no hook registered a layer runs its own method (the wrapper lives on the instance
 only while a hook does), so "hooks removed" should equal "never hooked" within noise.
-A hooked network also trains serially (a hook sees the whole batch, not a thread's
-slice), so on several cores the hooked step pays for the lost parallelism as well;
-``--threads 1`` isolates the wrappers' own cost.
+On several cores a hooked step also keeps every layer's slices and joins them for
+the hooks (a hook sees the whole batch, not a thread's slice); ``--threads 1``
+isolates the wrappers' own cost.
 """
 
 from __future__ import annotations
