@@ -86,14 +86,12 @@ class Convolutional(Layer):
         _, oh, ow = self.out_shape
         k = self.kernel_size
         if self.input_shape[0] == 1:
-            # One channel: k*k row copies of shifted images into a (k*k, N*OH*OW) buffer,
+            # One channel: the k*k shifted images, copied as rows of a (k*k, N*OH*OW) buffer
             # used transposed; much faster than gathering runs of k pixels.
             rows = k * k + self._bias_in_gemm()
             buffer = np.empty((rows, n, oh, ow), dtype=input.dtype)
-            image = input[:, 0]
-            for a in range(k):
-                for b in range(k):
-                    buffer[a * k + b] = image[:, a : a + oh, b : b + ow]
+            windows = sliding_window_view(input[:, 0], (k, k), axis=(1, 2))  # (n, oh, ow, a, b)
+            buffer[: k * k].reshape(k, k, n, oh, ow)[...] = windows.transpose(3, 4, 0, 1, 2)
             if self._bias_in_gemm():
                 buffer[-1] = 1
             return buffer.reshape(rows, -1).T
