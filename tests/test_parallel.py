@@ -147,20 +147,20 @@ def test_replicas_follow_replaced_layers_and_weights():
     )
 
 
-def test_an_error_in_a_worker_reaches_the_caller():
+def test_errors_in_a_split_step_reach_the_caller():
     network = lenet(seed=0)
     runner = DataParallel(network, 2)
     x, _ = batch(64, dtype=np.float32)
-    x[40:] = np.nan  # the worker's slice only
 
     def bad_gradient(output):
         raise RuntimeError("loss failed")
 
     with pytest.raises(RuntimeError, match="loss failed"):
         runner.forward_backward(x, bad_gradient)
-    wrong = x[:, :, :20]  # wrong image size: the layers' own error, from a thread
+    wrong = x[:, :, :20]  # wrong image size: the layer's own one-line error, from both threads
     with pytest.raises(ValueError, match="Convolutional"):
         runner.forward(wrong)
+    assert runner.forward(x).shape == (64, 10)  # and the runner still works
 
 
 def test_training_with_threads_is_deterministic_and_tracks_serial_training():
