@@ -12,20 +12,9 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
-from labkit.commands.gradcheck import jitter_biases, layer_inputs
-from labkit.data import load_mnist, one_hot
+from labkit.commands.gradcheck import digits, jitter_biases, layer_inputs
 from labkit.gradcheck import check_layer, check_network
 from labkit.models import lenet
-
-
-def digits(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The CLI's check input: sample test digits with faint noise, and one-hot labels."""
-    data = load_mnist("sample")
-    x = data.x_test[:batch].astype(np.float64)
-    x += np.random.default_rng(seed).normal(0.0, 0.01, x.shape)
-    return x, one_hot(data.y_test[:batch]).astype(np.float64)
 
 
 def time_it(job, repeats: int) -> tuple[float, float, object]:

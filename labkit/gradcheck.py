@@ -87,11 +87,16 @@ class Report:
     def failures(self) -> list[TensorCheck]:
         return [check for check in self.checks if not check.passed]
 
-    def __getitem__(self, tensor: str) -> TensorCheck:
-        for check in self.checks:
-            if check.tensor == tensor:
-                return check
-        raise KeyError(tensor)
+    def __getitem__(self, key: str) -> TensorCheck:
+        """The check of tensor ``key`` ("weights") or ``"<layer>.<tensor>"`` ("7:Dense.weights");
+        a bare name that several layers share is refused rather than guessed."""
+        found = [c for c in self.checks if key in (c.tensor, f"{c.layer}.{c.tensor}")]
+        if len(found) > 1:
+            layers = ", ".join(c.layer for c in found)
+            raise KeyError(f"{key!r} is in several layers ({layers}): ask for '<layer>.{key}'")
+        if not found:
+            raise KeyError(key)
+        return found[0]
 
     def to_dict(self) -> dict:
         return {
@@ -112,7 +117,7 @@ class LayerReport(Report):
 
 
 class NetworkReport(Report):
-    """Report of :func:`check_network`; tensors are named ``"<layer>.<param>"``."""
+    """Report of :func:`check_network`: ``report["7:Dense.weights"]``, ``report["input"]``."""
 
 
 def format_table(checks: Iterable[TensorCheck]) -> str:
@@ -200,21 +205,21 @@ def _summarize(
 
 
 def _differences(
-    place: Callable[[float], None], step: float, base: float, objective: Callable[[], float]
+    place: Callable[[float], None], step: float, objective: Callable[[], float]
 ) -> tuple[float, float, float]:
-    """Central, forward and backward differences of the objective along ``place``."""
+    """Central, forward and backward differences along ``place`` of an objective that is 0
+    at the unmoved point."""
     place(step)
     plus = objective()
     place(-step)
     minus = objective()
     place(0.0)
-    return (plus - minus) / (2 * step), (plus - base) / step, (base - minus) / step
+    return (plus - minus) / (2 * step), plus / step, -minus / step
 
 
 def _judge(
     analytic: float,
     place: Callable[[float], None],
-    base: float,
     objective: Callable[[], float],
     s: _Settings,
 ) -> tuple[float, bool]:
@@ -230,19 +235,19 @@ def _judge(
     difference at ``eps`` (less rounding than the finer one) decides.
     """
     place(s.eps)
-    up = objective() - base
+    up = objective()  # the objectives are L(t) - L(t0): 0 at the unmoved point
     place(0.0)
     forward = up / s.eps
     if abs(analytic - forward) <= s.atol + s.rtol * abs(forward):
         return forward, False
     place(-s.eps)
-    down = base - objective()
+    down = -objective()
     place(0.0)
     central, backward = (up + down) / (2 * s.eps), down / s.eps
     tolerance = s.atol + s.rtol * abs(central)
     if abs(analytic - central) <= tolerance:
         return central, False
-    fine_central, fine_forward, fine_backward = _differences(place, s.eps / 10, base, objective)
+    fine_central, fine_forward, fine_backward = _differences(place, s.eps / 10, objective)
     gap = abs(forward - backward)
     kink = abs(fine_central - central) > tolerance or (
         gap > tolerance and abs(fine_forward - fine_backward) > 0.5 * gap
@@ -330,7 +335,6 @@ def _compare_tensor(
     tensor: np.ndarray,
     analytic_grad: np.ndarray,
     objective: Callable[[], float],
-    base: float,
     s: _Settings,
 ) -> TensorCheck:
     """Perturb ``tensor`` in place (restoring it exactly) and compare with ``analytic_grad``."""
@@ -352,7 +356,7 @@ def _compare_tensor(
             def place(delta: float, i=i) -> None:
                 flat[i] = original[i] + delta
 
-            numeric[j], kink[j] = _judge(analytic[j], place, base, objective, s)
+            numeric[j], kink[j] = _judge(analytic[j], place, objective, s)
         positions = [tuple(int(v) for v in np.unravel_index(i, tensor.shape)) for i in index]
         return _summarize(check, analytic, numeric, kink, positions, s)
 
@@ -366,7 +370,7 @@ def _compare_tensor(
             np.add(original, delta * v, out=flat)
 
         analytic = float(gradient @ v)
-        numeric, on_kink = _judge(analytic, place, base, objective, s)
+        numeric, on_kink = _judge(analytic, place, objective, s)
         if on_kink:
             kinks += 1
             continue
@@ -386,7 +390,7 @@ def _compare_tensor(
         # Every direction crossed a kink (e.g. max-pool ties among ReLU zeros): fall back
         # to single elements, where kinks are told apart one by one.
         sampled = replace(s, mode="full", max_elements=16 * s.directions)
-        fallback = _compare_tensor(check, tensor, analytic_grad, objective, base, sampled)
+        fallback = _compare_tensor(check, tensor, analytic_grad, objective, sampled)
         fallback.mode = "fast→elements"
         return fallback
     return check
@@ -496,27 +500,38 @@ def check_layer(
         return _check_layer(work, name, x, s)
 
 
-def _check_layer(work, name: str, x: np.ndarray, s: _Settings) -> LayerReport:
-    # A first forward on different data catches layers that keep a stale cached input.
+OVERWROTE = "backward overwrote the output_gradient it was given"
+
+
+def _labkit_pass(work, name: str, x: np.ndarray, rng: np.random.Generator):
+    """The layer's forward and ``backward(R)`` for a random R drawn from ``rng``.
+
+    Returns (output, R, dE/dx, parameter grads, whether backward overwrote R). A first
+    forward on different data catches layers that keep a stale cached input.
+    """
     try:
         work.forward(x[::-1].copy() * 0.5 + 0.1)
         output = np.array(_finite(np.asarray(work.forward(x)), "forward output", name))
     except ValueError as exc:
         raise GradcheckError(str(exc) if name in str(exc) else f"{name}: {exc}") from None
-    projection = s.rng.standard_normal(output.shape)
-
-    def objective() -> float:
-        """L(t) - L(t0), from the output difference: no cancellation of two large sums."""
-        return float(np.vdot(projection, work.forward(x) - output))
-
-    base = 0.0
+    projection = rng.standard_normal(output.shape)
     if hasattr(work, "grads"):
         work.grads = {}
     handed = projection.copy()
     grad_x = work.backward(handed)
     overwritten = not np.array_equal(handed, projection)
-    params = getattr(work, "params", None) or {}
     grads = dict(getattr(work, "grads", None) or {})  # before any further forward
+    return output, projection, grad_x, grads, overwritten
+
+
+def _check_layer(work, name: str, x: np.ndarray, s: _Settings) -> LayerReport:
+    output, projection, grad_x, grads, overwritten = _labkit_pass(work, name, x, s.rng)
+
+    def objective() -> float:
+        """L(t) - L(t0), from the output difference: no cancellation of two large sums."""
+        return float(np.vdot(projection, work.forward(x) - output))
+
+    params = getattr(work, "params", None) or {}
     report = LayerReport(name)
     input_check = TensorCheck(name, "input", tuple(x.shape), s.mode)
     if (
@@ -529,11 +544,11 @@ def _check_layer(work, name: str, x: np.ndarray, s: _Settings) -> LayerReport:
             _compare_input_batched(input_check, work, x, output, projection, grad, s)
         )
     else:
-        report.checks.append(_check_one(name, "input", x, grad_x, objective, base, s))
+        report.checks.append(_check_one(name, "input", x, grad_x, objective, s))
     if overwritten:  # callers (hooks, the network) may still hold that array
-        report.checks[-1].note = "backward overwrote the output_gradient it was given"
+        report.checks[-1].note = OVERWROTE
     for pname, value in params.items():
-        report.checks.append(_check_one(name, pname, value, grads.get(pname), objective, base, s))
+        report.checks.append(_check_one(name, pname, value, grads.get(pname), objective, s))
     return report
 
 
@@ -555,12 +570,12 @@ def _valid_gradient(check: TensorCheck, value: np.ndarray, grad) -> bool:
     return True
 
 
-def _check_one(layer_name, tensor_name, value, grad, objective, base, s) -> TensorCheck:
+def _check_one(layer_name, tensor_name, value, grad, objective, s) -> TensorCheck:
     check = TensorCheck(layer_name, tensor_name, tuple(value.shape), s.mode)
     if not _valid_gradient(check, value, grad):
         return check
     grad = np.asarray(grad, dtype=np.float64)
-    return _compare_tensor(check, value, grad, objective, base, s)
+    return _compare_tensor(check, value, grad, objective, s)
 
 
 def check_network(
@@ -609,16 +624,15 @@ def _check_network(work: Network, x: np.ndarray, y: np.ndarray, loss: Loss, s) -
     def objective() -> float:
         return float(loss.value(y, work.forward(x)) - base_loss)
 
-    base = 0.0
     for layer in work.layers:
         if hasattr(layer, "grads"):
             layer.grads = {}
     grad_x = work.backward(loss.prime(y, output))
     report = NetworkReport("network")
-    report.checks.append(_check_one("network", "input", x, grad_x, objective, base, s))
+    report.checks.append(_check_one("network", "input", x, grad_x, objective, s))
     for layer in work.layers:
         grads = getattr(layer, "grads", None) or {}
         for pname, value in (getattr(layer, "params", None) or {}).items():
-            check = _check_one(_name(layer), pname, value, grads.get(pname), objective, base, s)
+            check = _check_one(_name(layer), pname, value, grads.get(pname), objective, s)
             report.checks.append(check)
     return report

@@ -62,9 +62,10 @@ class HandleGroup:
         self.remove()
 
 
-def has_hooks(layer) -> bool:
-    """Whether any forward or backward hook is attached to ``layer``."""
-    return "forward" in layer.__dict__ or "backward" in layer.__dict__
+def has_hooks(layer, kind: str | None = None) -> bool:
+    """Whether ``layer`` has ``kind`` ("forward" or "backward") hooks; any kind by default."""
+    kinds = ("forward", "backward") if kind is None else (kind,)
+    return any(layer.__dict__.get(f"_{k}_hooks") for k in kinds)
 
 
 def register(layer, kind: str, fn: Callable) -> HookHandle:

@@ -137,7 +137,7 @@ class DataParallel:
         seen: list[dict[int, tuple]] = [{} for _ in replicas]
         handles = []
         for index, layer in enumerate(self.network):
-            if not layer.__dict__.get(f"_{kind}_hooks"):
+            if not hooks.has_hooks(layer, kind):
                 continue
             for replica, store in zip(replicas, seen, strict=True):
 

@@ -10,7 +10,7 @@ import mutants as m
 import numpy as np
 import pytest
 
-from labkit.gradcheck import check_layer, check_network
+from labkit.gradcheck import OVERWROTE, check_layer, check_network
 from labkit.layers import Convolutional, Dense, MaxPool, ReLU, Reshape
 from labkit.losses import LOSSES
 from labkit.network import Network
@@ -191,6 +191,7 @@ def test_in_place_mutant_is_caught(shape):
     report = check_layer(m.TanhInPlace(), x)
     assert report.passed is False
     assert m.failing_tensors(report) == {"input"}
+    assert report["input"].note == OVERWROTE  # its values are right: the overwrite is the fault
 
 
 # -- the loss mutant: a dropped batch average ----------------------------------------------

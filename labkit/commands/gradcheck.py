@@ -109,13 +109,20 @@ def run_checks(
     return reports
 
 
+def digits(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The check input: ``batch`` sample test digits with faint noise, one-hot labels.
+
+    The noise (sigma 0.01) keeps MNIST's flat background from making max-pool windows tie.
+    """
+    data = load_mnist("sample")
+    x = data.x_test[:batch].astype(np.float64)
+    x += np.random.default_rng(seed).normal(0.0, 0.01, x.shape)
+    return x, one_hot(data.y_test[:batch]).astype(np.float64)
+
+
 def run(args: argparse.Namespace) -> int:
     network, subject = _network(args)
-    data = load_mnist("sample")
-    x = data.x_test[: args.batch].astype(np.float64)
-    # Faint noise: MNIST's flat background would otherwise make max-pool windows tie.
-    x += np.random.default_rng(args.seed).normal(0.0, 0.01, x.shape)
-    y = one_hot(data.y_test[: args.batch]).astype(np.float64)
+    x, y = digits(args.batch, args.seed)
     start = time.perf_counter()
     reports = run_checks(
         network,
