@@ -172,8 +172,7 @@ def gradcheck_rows(cached: CachedRun) -> list[dict]:
 
 def check_at_step(cached: CachedRun, record: int) -> str:
     """Run a fast gradient check on the weights of the record's step and store it."""
-    from labkit.commands.gradcheck import run_checks
-    from labkit.data import load_mnist, one_hot
+    from labkit.commands.gradcheck import digits, run_checks
     from labkit.network import Network
     from labkit.runs import write_gradcheck
 
@@ -186,10 +185,7 @@ def check_at_step(cached: CachedRun, record: int) -> str:
     for params, layer in zip(run.weights(step).values(), network.layers, strict=True):
         for name, value in params.items():
             layer.params[name] = value.copy()
-    data = load_mnist("sample")
-    x = data.x_test[:2].astype(np.float64)
-    x += np.random.default_rng(0).normal(0.0, 0.01, x.shape)
-    y = one_hot(data.y_test[:2]).astype(np.float64)
+    x, y = digits(2)  # the input `labkit gradcheck` checks with
     reports = run_checks(network, x, y, fast=True)
     passed = all(report.passed for report in reports)
     document = {

@@ -1,7 +1,7 @@
 """Runs as the dashboard reads them: opened once, cached in memory, refreshed when live.
 
-Whole-run tables (metrics, per-layer statistics) are read once and then extended with new
-records only, so moving the step slider reads just that step's arrays.
+Whole-run tables (per-layer statistics, histograms, update ratios) are read once and then
+extended with new records only, so moving the step slider reads just that step's arrays.
 """
 
 from __future__ import annotations
@@ -14,30 +14,56 @@ import numpy as np
 from labkit.errors import LabkitError
 from labkit.runs import Run, RunSummary, list_runs, open_run
 
+TABLES = ("stats", "hist", "update_ratio")  # small per-record arrays drawn over all steps
+
 
 @dataclass
 class CachedRun:
-    """A run plus its whole-run tables, refreshed together."""
+    """A run plus its whole-run tables (``stats``, ``hist``, ``update_ratio``).
+
+    ``Run.refresh`` already follows the commit log and metrics; this keeps the tables in
+    step with it, reading only the records added since the last refresh.
+    """
 
     run: Run
-    records: int = 0
-    metrics: list[dict] = field(default_factory=list)
-    stats: np.ndarray | None = None  # (R, layers, 2, fields)
-    hist: np.ndarray | None = None  # (R, layers, 2, bins)
-    update_ratio: np.ndarray | None = None  # (R, params)
+    tables: dict[str, np.ndarray] = field(default_factory=dict)
+    _run_id: str | None = None
 
-    def refresh(self) -> bool:
-        """Pick up new records of a run still being written; True when something changed."""
+    @property
+    def records(self) -> int:
+        return len(self.run)
+
+    @property
+    def metrics(self) -> list[dict]:
+        return self.run.metrics()
+
+    @property
+    def stats(self) -> np.ndarray:  # (R, layers, 2, fields)
+        return self.tables["stats"]
+
+    @property
+    def hist(self) -> np.ndarray:  # (R, layers, 2, bins)
+        return self.tables["hist"]
+
+    @property
+    def update_ratio(self) -> np.ndarray:  # (R, params)
+        return self.tables["update_ratio"]
+
+    def refresh(self) -> None:
+        """Pick up what a run still being written (or overwritten) has added."""
         count = self.run.refresh()
-        if count == self.records and self.stats is not None:
-            return False
-        self.metrics = self.run.metrics()
-        if count:
-            self.stats = self.run.array("stats")
-            self.hist = self.run.array("hist")
-            self.update_ratio = self.run.array("update_ratio")
-        self.records = count
-        return True
+        run_id = self.run.manifest.get("id")
+        if run_id != self._run_id:  # first read, or the folder now holds another run
+            self.tables, self._run_id = {}, run_id
+        held = len(self.tables["stats"]) if self.tables else 0
+        if count == held:
+            return
+        for name in TABLES:
+            if held == 0:
+                self.tables[name] = self.run.array(name)  # a finished run's one-chunk copy
+            else:
+                new = self.run.array(name, slice(held, count))
+                self.tables[name] = np.concatenate([self.tables[name], new])
 
 
 class RunStore:

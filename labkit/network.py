@@ -13,7 +13,7 @@ from labkit import hooks
 from labkit import layers as layer_module
 from labkit.errors import LabkitError
 from labkit.layers.base import Layer
-from labkit.parallel import DataParallel, available_cores
+from labkit.parallel import DataParallel
 
 ARCHITECTURE_KEY = "__architecture__"
 
@@ -79,7 +79,7 @@ class Network:
         Each batch is split over ``threads`` threads (default: every core) where that is
         safe and pays (see :class:`labkit.parallel.DataParallel`).
         """
-        runner = DataParallel(self, available_cores() if threads is None else threads)
+        runner = DataParallel(self, threads)
         outputs = [runner.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(outputs, axis=0)
 

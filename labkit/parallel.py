@@ -16,6 +16,7 @@ the slices, not between two layers: a hook that changed arrays would change noth
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import copy
 import os
@@ -45,6 +46,11 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def thread_count(threads: int | None) -> int:
+    """``threads``, or every core this process may use when None (the default everywhere)."""
+    return available_cores() if threads is None else max(1, int(threads))
+
+
 def single_threaded_blas(active: bool = True) -> Any:
     """A context in which BLAS runs on the calling thread only (a no-op when not ``active``)."""
     global _blas
@@ -71,9 +77,9 @@ class DataParallel:
     ``network.forward``/``backward``.
     """
 
-    def __init__(self, network: Network, threads: int) -> None:
+    def __init__(self, network: Network, threads: int | None = None) -> None:
         self.network = network
-        self.threads = max(1, int(threads))
+        self.threads = thread_count(threads)
         self._replicas: list[Network] = []
         self._replicated: tuple[tuple[int, int], ...] = ()
 
@@ -92,10 +98,8 @@ class DataParallel:
         if count == 1:
             return self.network.forward(x)
         parts, replicas = self._split(len(x), count)
-        with single_threaded_blas(), self._watching(replicas, "forward") as forward_seen:
-            outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
-        self._replay("forward", forward_seen)
-        return np.concatenate(outputs)
+        with single_threaded_blas():
+            return self._forward_slices(x, replicas, parts)
 
     def forward_backward(
         self, x: np.ndarray, output_gradient: Callable[[np.ndarray], np.ndarray]
@@ -112,10 +116,7 @@ class DataParallel:
             return output
         parts, replicas = self._split(len(x), count)
         with single_threaded_blas():
-            with self._watching(replicas, "forward") as forward_seen:
-                outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
-            output = np.concatenate(outputs)
-            self._replay("forward", forward_seen)
+            output = self._forward_slices(x, replicas, parts)
             grad = output_gradient(output)  # the loss sees the whole batch, as serially
             with self._watching(replicas, "backward") as backward_seen:
                 self._map(
@@ -128,6 +129,14 @@ class DataParallel:
                     total += grad_part  # the replica's own fresh array
                 layer.grads[name] = total
         self._replay("backward", backward_seen)  # with every layer's gradients in place
+        return output
+
+    def _forward_slices(self, x: np.ndarray, replicas, parts) -> np.ndarray:
+        """Each slice through its replica, then the forward hooks on the joined batch."""
+        with self._watching(replicas, "forward") as seen:
+            outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
+        output = np.concatenate(outputs)
+        self._replay("forward", seen)
         return output
 
     @contextlib.contextmanager
@@ -180,10 +189,8 @@ class DataParallel:
         futures = [pool.submit(fn, r, p) for r, p in zip(replicas[1:], parts[1:], strict=True)]
         try:
             first = fn(replicas[0], parts[0])
-        except BaseException:
-            for future in futures:  # a replica must be idle before the next step uses it
-                future.exception()
-            raise
+        finally:  # every replica idle before anything is raised: the next step reuses them
+            concurrent.futures.wait(futures)
         return [first] + [future.result() for future in futures]
 
 
@@ -192,9 +199,7 @@ def replicate(network: Network) -> Network:
     and without its hooks (a hook wrapper would call the original layer)."""
     replicas = []
     for layer in network:
-        replica = copy.copy(layer)
-        for attribute in hooks.HOOK_ATTRIBUTES:
-            replica.__dict__.pop(attribute, None)
+        replica = copy.copy(layer)  # Layer.__copy__ leaves the hooks behind
         replica.grads = {}
         replicas.append(replica)
     return type(network)(replicas)

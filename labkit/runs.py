@@ -35,7 +35,8 @@ written and fsynced, then renamed over it). Keys:
 - ``"capacity"``: R, the number of records the arrays were preallocated for;
 - ``"record_arrays"``: ``{name: {"shape": [per-record shape], "dtype": "float16"}}``;
 - ``"static_arrays"``: ``{name: {"shape": [shape], "dtype": "uint8"}}``;
-- on close, ``"records"`` (how many were committed) and ``"ended"`` (ISO time);
+- on close, ``"records"`` (how many were committed), ``"ended"`` (ISO time) and
+  ``"consolidated"``: ``{name: count}`` for the whole-run copies described below;
 - any other keys the creator passed (configuration, architecture, layers, seed,
   data source, histogram edges, ...), stored verbatim.
 
@@ -67,6 +68,12 @@ zeros). Numeric and boolean dtypes only.
   crash could tear).
 - A *static array* (written once at creation, e.g. ``probe/images``) has its own
   shape and one chunk.
+- A *whole-run copy* ``consolidated/<name>``, made when the run closes for each
+  record array of under 64 KB a record, holds its first ``count`` records (``count``
+  from the manifest's ``"consolidated"``) in one chunk of shape ``(count, *S)``, so a
+  viewer drawing every record reads one file. It is an optimisation: a reader that finds
+  it missing or inconsistent reads the per-record chunks instead. ``consolidated`` is
+  therefore not allowed as the first part of another array's name.
 
 Array names are ``/``-separated parts, each matching ``[A-Za-z0-9_][A-Za-z0-9_.+-]*``
 (a layer's part is :func:`layer_key`, e.g. ``features/03-Convolutional``); dtypes are
@@ -135,7 +142,7 @@ CONSOLIDATE_BELOW = 64 * 1024  # bytes per record: what a viewer reads for every
 FIXED_KEYS = frozenset(
     {"format", "id", "labkit_version", "created", "capacity", "record_arrays", "static_arrays"}
 )
-RESERVED_KEYS = FIXED_KEYS | {"status", "records", "ended"}
+RESERVED_KEYS = FIXED_KEYS | {"status", "records", "ended", "consolidated"}
 # Codecs a reader accepts: plain byte layout, compression and checksums, never a codec
 # that could deserialize objects.
 SAFE_CODECS = frozenset({"bytes", "transpose", "zstd", "gzip", "blosc", "crc32c"})
@@ -273,6 +280,8 @@ def _check_name(name: str, kind: str) -> None:
             f"bad {kind} array name {name!r}: use '/'-separated parts of letters, digits, "
             "'_', '-', '.', '+'"
         )
+    if parts[0] == CONSOLIDATED:
+        raise ValueError(f"bad {kind} array name {name!r}: '{CONSOLIDATED}/' is the store's own")
 
 
 def _check_dtype(dtype: Any, name: str) -> np.dtype:
@@ -609,7 +618,10 @@ class RunWriter:
         if status not in STATUSES or status == "running":
             raise ValueError(f"final status must be completed/interrupted/failed, not {status!r}")
         try:
-            consolidated = self._consolidate()
+            try:
+                consolidated = self._consolidate()
+            except (OSError, ValueError):  # only a speed-up: the final status matters more
+                consolidated = {}
             self._update_manifest(
                 {
                     "status": status,
@@ -720,6 +732,12 @@ def _manifest_problem(document: dict) -> str | None:
                 _check_dtype(spec["dtype"], name)
             except (ValueError, TypeError, KeyError):
                 return f"bad entry {name!r} in '{key}'"
+    consolidated = document.get("consolidated", {})
+    if not isinstance(consolidated, dict) or not all(
+        type(count) is int and name in document["record_arrays"]
+        for name, count in consolidated.items()
+    ):
+        return "bad 'consolidated' entry"
     return None
 
 

@@ -17,7 +17,7 @@ from labkit.data import MNIST, one_hot
 from labkit.losses import LOSSES, Loss
 from labkit.network import Network
 from labkit.optim import Optimizer
-from labkit.parallel import DataParallel, available_cores, single_threaded_blas
+from labkit.parallel import DataParallel, single_threaded_blas
 
 
 @dataclass
@@ -60,10 +60,17 @@ class Callback:
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None: ...
 
 
-def accuracy(network: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> float:
-    """Fraction of ``x`` whose highest output is the label ``y``."""
-    predictions = network.predict(x, batch_size=batch_size).reshape(len(x), -1).argmax(axis=1)
-    return float(np.mean(predictions == y))
+def accuracy(
+    network: Network,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int = 500,
+    *,
+    threads: int | None = None,
+) -> float:
+    """Fraction of ``x`` whose highest output is the label ``y`` (batches split as predict's)."""
+    outputs = network.predict(x, batch_size=batch_size, threads=threads)
+    return float(np.mean(outputs.reshape(len(x), -1).argmax(axis=1) == y))
 
 
 class _StopAtStepBoundary:
@@ -119,7 +126,7 @@ class Trainer:
         self.epoch = 0
         self.total_steps = 0  # known once fit() starts: callbacks size their storage by it
         # Each step's batch is split over this many threads where that is safe and pays.
-        self.parallel = DataParallel(network, available_cores() if threads is None else threads)
+        self.parallel = DataParallel(network, threads)
 
     def train_step(self, x: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
         """One forward/backward/update on a batch; returns (loss, number correct)."""
@@ -136,16 +143,19 @@ class Trainer:
             raise ValueError(f"epochs must be positive, got {epochs}")
         result = TrainResult()
         self.total_steps = self.step + epochs * math.ceil(len(data.x_train) / self.batch_size)
-        for callback in self.callbacks:
-            callback.on_train_begin(self)
-        # on_train_end runs however training ends (callbacks such as the Recorder close
-        # files there), with result.failed set when an exception is on its way out.
+        # on_train_end runs however training ends, for every callback that began (such as
+        # the Recorder, which closes its run there, even when a later one fails to begin),
+        # with result.failed set when an exception is on its way out.
+        started: list[Callback] = []
         # When batches are split over threads, BLAS stays single-threaded for the whole fit:
         # OpenBLAS threads busy-wait for a while after each call, and one left spinning by
         # a serial call (a short last batch, the recorder's probe pass) would take a core
         # from the split steps.
         splitting = self.parallel.slices(self.batch_size) > 1
         try:
+            for callback in self.callbacks:
+                callback.on_train_begin(self)
+                started.append(callback)
             with _StopAtStepBoundary() as stop, single_threaded_blas(splitting):
                 try:
                     for _ in range(epochs):
@@ -164,7 +174,7 @@ class Trainer:
             raise
         finally:
             result.steps = self.step
-            for callback in self.callbacks:
+            for callback in started:
                 callback.on_train_end(self, result)
         return result
 
@@ -206,7 +216,9 @@ class Trainer:
         seconds = time.perf_counter() - start
         test_accuracy = None
         if len(data.x_test):
-            test_accuracy = accuracy(self.network, data.x_test, data.y_test)
+            test_accuracy = accuracy(
+                self.network, data.x_test, data.y_test, threads=self.parallel.threads
+            )
         return EpochResult(
             epoch=self.epoch,
             steps=steps,

@@ -166,7 +166,7 @@ class MaxPoolWholeWindow(MaxPool):
         dx = np.zeros_like(self.input, dtype=output_gradient.dtype)
         for a in range(p):
             for b in range(p):
-                dx[self._window_slices(a, b, oh, ow)] += output_gradient
+                dx[:, :, self._offset(a, oh), self._offset(b, ow)] += output_gradient
         return dx
 
 

@@ -163,3 +163,26 @@ def test_a_run_still_being_written_shows_new_records(tmp_path):
     final = store.get("live")
     assert final.run.status == "completed"
     assert final.records == RecordSchedule(5).count(30) >= counts[2]
+    # The last epoch's row comes after the last record: the cache still shows it.
+    epochs = [row for row in final.metrics if row.get("kind") == "epoch"]
+    assert [row["epoch"] for row in epochs] == [1, 2, 3]
+    # Tables grown record by record equal a fresh read of the finished run.
+    fresh = RunStore(tmp_path).get("live")
+    for name in ("stats", "hist", "update_ratio"):
+        np.testing.assert_array_equal(getattr(final, name), getattr(fresh, name))
+
+    # Overwritten in place with as many records: the cache drops the old run's tables.
+    before = final.stats.copy()
+    network = lenet(seed=7)
+    again = Recorder(
+        tmp_path / "live",
+        data.x_test[probes],
+        data.y_test[probes],
+        schedule=RecordSchedule(5),
+        overwrite=True,
+    )
+    Trainer(network, Adam(network), batch_size=32, progress=False, callbacks=[again]).fit(data, 3)
+    replaced = store.get("live")
+    assert replaced.records == len(before)
+    assert not np.array_equal(replaced.stats, before)
+    np.testing.assert_array_equal(replaced.stats, RunStore(tmp_path).get("live").stats)

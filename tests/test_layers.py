@@ -48,6 +48,12 @@ LAYER_CASES = [
         (3, 2, 7, 6),
     ),
     ("conv-k1", lambda dt, r: Convolutional((3, 4, 5), 1, 2, dtype=dt, rng=r), (2, 3, 4, 5)),
+    (  # one channel and a tied bias: im2col by shifted images, the bias inside the GEMM
+        "conv-1ch-tied",
+        lambda dt, r: Convolutional((1, 7, 6), 3, 4, bias="tied", dtype=dt, rng=r),
+        (3, 1, 7, 6),
+    ),
+    ("conv-1ch", lambda dt, r: Convolutional((1, 7, 6), 3, 4, dtype=dt, rng=r), (3, 1, 7, 6)),
     ("dense", lambda dt, r: Dense(5, 3, dtype=dt, rng=r), (4, 5)),
     ("dense-column", lambda dt, r: Dense(5, 3, dtype=dt, rng=r), (4, 5, 1)),
     ("maxpool", lambda dt, r: MaxPool(2), (2, 3, 7, 6)),

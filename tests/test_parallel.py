@@ -32,14 +32,14 @@ def serial_step(network, x, y) -> tuple[np.ndarray, dict]:
 
 
 @pytest.mark.parametrize("preset", [lenet, tutorial], ids=["lenet", "tutorial"])
-@pytest.mark.parametrize("threads, n", [(2, 2 * MIN_SLICE), (2, 77), (3, 96)])
-def test_split_step_equals_the_serial_step(preset, threads, n):
+@pytest.mark.parametrize("threads, n, slices", [(2, 32, 2), (2, 77, 2), (3, 96, 3), (4, 40, 2)])
+def test_split_step_equals_the_serial_step(preset, threads, n, slices):
     network = preset(seed=1, dtype=np.float64)
     x, y = batch(n)
     expected_output, expected_grads = serial_step(network, x, y)
 
     runner = DataParallel(network, threads)
-    assert runner.slices(n) == min(threads, n // MIN_SLICE) > 1
+    assert runner.slices(n) == slices
     for layer in network:
         layer.grads = {}
     output = runner.forward_backward(x, lambda out: softmax_cross_entropy_prime(y, out))
@@ -67,8 +67,6 @@ def test_runs_serially_when_splitting_is_unsafe_or_too_small():
     assert runner.slices(2 * MIN_SLICE) == 2
     assert runner.slices(2 * MIN_SLICE - 1) == 1  # a thread would get too few samples
     assert DataParallel(network, 1).slices(1000) == 1
-    with network.layers[2].register_forward_hook(lambda *args: None):
-        assert runner.slices(1000) == 2  # hooks are replayed on the joined batch
 
     class MyReLU(ReLU):  # a user's layer may keep state the threads would share
         pass
@@ -197,3 +195,20 @@ def test_a_failing_slice_waits_for_the_others_before_raising():
     with pytest.raises(RuntimeError, match="slice 0 failed"):
         runner._map(work, replicas, parts)
     assert finished == [parts[1]]
+
+
+def test_a_failing_middle_slice_waits_for_the_later_ones():
+    runner = DataParallel(lenet(seed=0), 3)
+    parts, replicas = runner._split(96, 3)
+    finished = []
+
+    def work(replica, part):
+        if replica is replicas[1]:
+            raise RuntimeError("slice 1 failed")
+        if replica is replicas[2]:
+            time.sleep(0.2)
+        finished.append(part)
+
+    with pytest.raises(RuntimeError, match="slice 1 failed"):
+        runner._map(work, replicas, parts)
+    assert sorted(p.start for p in finished) == [parts[0].start, parts[2].start]

@@ -228,7 +228,9 @@ def test_small_tables_are_consolidated_when_the_run_closes(recorded):
     assert {"stats", "hist", "update_ratio", "probs"} <= set(consolidated)
     assert "features/00-Convolutional" not in consolidated  # 295 KB a record: read per step
     for name in ("stats", "hist", "update_ratio"):
-        whole, per_record = run.array(name), run.array(name, slice(None))  # copy vs chunks
+        whole = run._consolidated(name, len(run.steps))  # the copy itself, not a fallback
+        assert whole is not None
+        per_record = run.array(name, slice(None))
         np.testing.assert_array_equal(whole, per_record)
         assert consolidated[name] == len(run.steps) == len(whole)
 
@@ -255,6 +257,30 @@ def test_a_training_error_closes_the_run_as_failed(tmp_path):
     run = open_run(tmp_path / "run")
     assert run.status == "failed"
     assert list(run.steps) == [1, 2, 3, 4]
+    assert recorder.writer is None and not recorder._worker.is_alive()
+
+
+def test_a_callback_failing_to_begin_still_closes_the_run_of_one_that_began(tmp_path):
+    from labkit.train import Callback
+
+    sample = load_mnist("sample")
+    data = MNIST(sample.x_train[:64], sample.y_train[:64], sample.x_test, sample.y_test, "t")
+    probes = choose_probes(data.y_test)
+    recorder = Recorder(tmp_path / "run", data.x_test[probes], data.y_test[probes])
+    ended = []
+
+    class BadStart(Callback):
+        def on_train_begin(self, trainer):
+            raise RuntimeError("cannot begin")
+
+        def on_train_end(self, trainer, result):
+            ended.append(self)  # never: it did not begin
+
+    network = lenet()
+    trainer = Trainer(network, Adam(network), progress=False, callbacks=[recorder, BadStart()])
+    with pytest.raises(RuntimeError, match="cannot begin"):
+        trainer.fit(data, 1)
+    assert open_run(tmp_path / "run").status == "failed" and ended == []
     assert recorder.writer is None and not recorder._worker.is_alive()
 
 

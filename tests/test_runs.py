@@ -222,7 +222,8 @@ def test_record_chunks_are_the_bytes_zarr_itself_writes(tmp_path):
         written = (path / "data.zarr" / name / key).read_bytes()
         assert written == (tmp_path / "twin" / name / key).read_bytes(), name
         np.testing.assert_array_equal(ours[1], value)
-        np.testing.assert_array_equal(ours[0], np.zeros_like(value))  # zeros are stored too
+        np.testing.assert_array_equal(ours[0], np.zeros_like(value))
+        assert (path / "data.zarr" / name / key.replace("c.1", "c.0", 1)).is_file()  # zeros too
 
 
 # ------------------------------------------------------------------- crash safety
@@ -622,3 +623,28 @@ def test_nothing_is_ever_unpickled(tmp_path, monkeypatch):
     run.metrics(), run.gradchecks, run.size_bytes()
     list_runs(path.parent)
     assert main(["runs", "list", str(path.parent)]) == 0
+
+
+def test_the_store_keeps_its_own_name_and_key(tmp_path):
+    with pytest.raises(ValueError, match="the store's own"):
+        RunWriter.create(
+            tmp_path / "a", capacity=1, record_arrays={"consolidated/x": ((1,), "int8")}
+        )
+    with pytest.raises(ValueError, match="consolidated"):
+        RunWriter.create(
+            tmp_path / "b", capacity=1, record_arrays={}, manifest={"consolidated": {"x": 1}}
+        )
+
+
+def test_a_failed_consolidation_still_records_the_final_status(tmp_path, monkeypatch):
+    def broken(self):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(RunWriter, "_consolidate", broken)
+    path = make_run(tmp_path / "run")
+    run = open_run(path)
+    assert run.status == "completed" and run.manifest["consolidated"] == {}
+    name = "stats/00-Convolutional"
+    np.testing.assert_array_equal(
+        run.array(name), np.stack([pattern(s)[name] for s in (10, 20, 30)])
+    )

@@ -16,7 +16,7 @@ from labkit.data import load_mnist
 from labkit.errors import LabkitError
 from labkit.models import MODELS
 from labkit.optim import OPTIMIZERS
-from labkit.parallel import available_cores
+from labkit.parallel import thread_count
 from labkit.recorder import Recorder, RecordSchedule, choose_probes
 from labkit.train import Callback, EpochResult, Trainer
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "lr": lr,
         "optimizer": args.optimizer,
         "seed": args.seed,
-        "threads": args.threads or available_cores(),  # the split decides the rounding
+        "threads": thread_count(args.threads),  # with the seed it fixes the rounding
         "data": data.source,
         "labkit_version": __version__,
     }

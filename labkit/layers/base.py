@@ -43,13 +43,21 @@ class Layer:
         """Call ``fn(layer, grad_input, grad_output)`` after every backward."""
         return hooks.register(self, "backward", fn)
 
+    def __copy__(self) -> Layer:
+        """A copy without hooks (a hook's wrapper would still call the original layer)."""
+        return self._copy_without_hooks(lambda value: value)
+
     def __deepcopy__(self, memo: dict) -> Layer:
-        """A copy without hooks: a wrapper would still call the original layer."""
+        """A deep copy without hooks, as :meth:`__copy__`."""
+        return self._copy_without_hooks(lambda value: copy.deepcopy(value, memo), memo)
+
+    def _copy_without_hooks(self, copy_value, memo: dict | None = None) -> Layer:
         clone = type(self).__new__(type(self))
-        memo[id(self)] = clone
+        if memo is not None:
+            memo[id(self)] = clone
         for key, value in self.__dict__.items():
             if key not in hooks.HOOK_ATTRIBUTES:
-                clone.__dict__[key] = copy.deepcopy(value, memo)
+                clone.__dict__[key] = copy_value(value)
         return clone
 
     # -- helpers shared by the concrete layers ------------------------------------------

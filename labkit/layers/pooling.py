@@ -38,10 +38,6 @@ class MaxPool(Layer):
         p, s = self.pool_size, self.stride
         return (c, (h - p) // s + 1, (w - p) // s + 1)
 
-    def _window_slices(self, a: int, b: int, oh: int, ow: int) -> tuple[slice, ...]:
-        """Index of the element at offset (a, b) of every window, as one strided slice."""
-        return (slice(None), slice(None), self._offset(a, oh), self._offset(b, ow))
-
     def _offset(self, offset: int, count: int) -> slice:
         """The element at ``offset`` of each of ``count`` windows along one axis."""
         return slice(offset, offset + self.stride * count, self.stride)
