@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from labkit.errors import LabkitError
 from labkit.losses import LOSSES, Loss
 from labkit.network import Network
+from labkit.parallel import single_threaded_blas
 
 TINY = np.finfo(np.float64).tiny
 
@@ -496,7 +496,7 @@ def check_layer(
     if x.ndim < 1 or len(x) == 0:
         raise GradcheckError(f"{name}: x must be a non-empty batch (N, ...), got shape {x.shape}")
 
-    with threadpool_limits(limits=1):  # thousands of tiny ops: BLAS threads only cost here
+    with single_threaded_blas():  # thousands of tiny ops: BLAS threads only cost here
         return _check_layer(work, name, x, s)
 
 
@@ -607,7 +607,7 @@ def check_network(
     work = Network([float64_copy(layer) for layer in network.layers])
     x = np.array(x, dtype=np.float64, order="C")
     y = np.asarray(y, dtype=np.float64)
-    with threadpool_limits(limits=1):
+    with single_threaded_blas():
         return _check_network(work, x, y, loss, s)
 
 

@@ -151,11 +151,11 @@ class Network:
         if ARCHITECTURE_KEY not in arrays:
             raise LabkitError(f"{path}: not a labkit weights file (no architecture inside)")
         try:
-            spec = json.loads(str(arrays[ARCHITECTURE_KEY]))
-            layers = [_build_layer(entry) for entry in spec]
-        except (ValueError, TypeError, KeyError, MemoryError) as exc:
+            network = cls.from_architecture(json.loads(str(arrays[ARCHITECTURE_KEY])))
+        except json.JSONDecodeError as exc:
             raise LabkitError(f"{path}: unreadable architecture ({exc!r})") from None
-        network = cls(layers)
+        except LabkitError as exc:
+            raise LabkitError(f"{path}: {exc}") from None
         network._assign(arrays, path, keep_dtype=False)
         return network
 

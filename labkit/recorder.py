@@ -190,8 +190,6 @@ class Recorder(Callback):
         self._handles: list = []
         self._before: dict[str, np.ndarray] = {}
 
-    # -- layout -------------------------------------------------------------------------
-
     # -- callback -----------------------------------------------------------------------
 
     def on_train_begin(self, trainer: Trainer) -> None:

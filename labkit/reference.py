@@ -189,7 +189,7 @@ class Softmax(Layer):
 def train_step(
     layers: Sequence[Layer], x_batch: np.ndarray, y_batch: np.ndarray, loss_prime, learning_rate
 ) -> None:
-    """One minibatch step the tutorial's way: a loop over samples, gradients summed by SGD.
+    """One minibatch step with the tutorial's per-sample layers: a loop over the samples.
 
     Every sample sees the same weights: the per-sample gradients are summed and the
     update ``p -= learning_rate * sum / N`` is applied once, after the loop.
