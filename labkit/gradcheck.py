@@ -88,7 +88,7 @@ class Report:
         return [check for check in self.checks if not check.passed]
 
     def __getitem__(self, key: str) -> TensorCheck:
-        """The check of tensor ``key`` ("weights") or ``"<layer>.<tensor>"`` ("7:Dense.weights");
+        """The check of tensor ``key`` ("weights") or ``"<layer>.<tensor>"`` ("07-Dense.weights");
         a bare name that several layers share is refused rather than guessed."""
         found = [c for c in self.checks if key in (c.tensor, f"{c.layer}.{c.tensor}")]
         if len(found) > 1:
@@ -117,7 +117,7 @@ class LayerReport(Report):
 
 
 class NetworkReport(Report):
-    """Report of :func:`check_network`: ``report["7:Dense.weights"]``, ``report["input"]``."""
+    """Report of :func:`check_network`: ``report["07-Dense.weights"]``, ``report["input"]``."""
 
 
 def format_table(checks: Iterable[TensorCheck]) -> str:

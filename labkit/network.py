@@ -18,6 +18,16 @@ from labkit.parallel import DataParallel
 ARCHITECTURE_KEY = "__architecture__"
 
 
+def layer_key(index: int, layer: Layer) -> str:
+    """A layer's default name: its position and class, e.g. ``03-Convolutional``.
+
+    The one naming scheme a user reads: check reports, the dashboard, ``labkit inspect``
+    and a run's array names (where it is also a safe path part) all use it. A name the
+    user gave a layer replaces it in reports; the run keeps the key for its arrays.
+    """
+    return f"{index:02d}-{type(layer).__name__}"
+
+
 class Network:
     """Layers applied in order; ``backward`` runs them in reverse, as the tutorial's loop does."""
 
@@ -25,7 +35,7 @@ class Network:
         self.layers = list(layers)
         for index, layer in enumerate(self.layers):
             if layer.name is None:
-                layer.name = f"{index}:{type(layer).__name__}"
+                layer.name = layer_key(index, layer)
 
     def __iter__(self):
         return iter(self.layers)

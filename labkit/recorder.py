@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from labkit.layers import Sigmoid, Tanh, softmax
-from labkit.network import Network
-from labkit.runs import RunWriter, layer_key
+from labkit.network import Network, layer_key
+from labkit.runs import RunWriter
 from labkit.train import Callback, EpochResult, Trainer, TrainResult
 
 STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")

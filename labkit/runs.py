@@ -76,7 +76,7 @@ zeros). Numeric and boolean dtypes only.
   therefore not allowed as the first part of another array's name.
 
 Array names are ``/``-separated parts, each matching ``[A-Za-z0-9_][A-Za-z0-9_.+-]*``
-(a layer's part is :func:`layer_key`, e.g. ``features/03-Convolutional``); dtypes are
+(a layer's part is :func:`labkit.network.layer_key`, e.g. ``features/03-Convolutional``); dtypes are
 NumPy names (``float16``, ``float32``, ``int32``, ``uint8``, ``bool``, ...), the same as
 zarr v3's. A reader refuses an array that is not zarr v3, disagrees with the manifest
 in shape or dtype, or names a codec outside ``bytes``, ``transpose``, ``zstd``,
@@ -153,11 +153,6 @@ _CHUNK_KEYS = {"name": "default", "separator": "."}
 # zstd level 1: records are written while training, where speed counts for more than
 # the last few percent of size.
 _RECORD_ZSTD_LEVEL = 1
-
-
-def layer_key(index: int, layer: Any) -> str:
-    """A zarr-safe key for a layer: its position and class name, e.g. ``03-Convolutional``."""
-    return f"{index:02d}-{type(layer).__name__}"
 
 
 # --------------------------------------------------------------------------- helpers

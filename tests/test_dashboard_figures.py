@@ -1,6 +1,6 @@
 """The dashboard's pure figure functions: each on small synthetic arrays, then every panel
-of one step of a real run (when one is at /tmp/run5b) and of a synthetic 2,000-record
-run, timed."""
+of one step of a small real run (trained here) and of a synthetic 2,000-record run.
+Their speed is measured in benchmarks/bench_dashboard.py, not asserted here."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from labkit.gradcheck import check_layer
 from labkit.layers import Dense
 from labkit.recorder import HIST_EDGES, STATS_FIELDS
 
-REAL_RUN = Path("/tmp/run5b")
 BINS = len(HIST_EDGES) - 1
 
 
@@ -429,11 +428,22 @@ def timed_build(data: dict, step: int, record: int) -> tuple[list, float]:
     return panels, best
 
 
-@pytest.mark.skipif(not (REAL_RUN / "manifest.json").exists(), reason="no run at /tmp/run5b")
-def test_every_panel_of_a_real_run_step(capsys):
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    """A one-epoch lenet run on the bundled sample, recorded every 20 steps, with a check."""
+    from labkit.cli import main
+
+    path = tmp_path_factory.mktemp("figures") / "lenet"
+    args = ["train", "--epochs", "1", "--record-every", "20", "--no-progress", "--out", str(path)]
+    assert main(args) == 0
+    assert main(["gradcheck", "--run", str(path), "--fast"]) == 0
+    return path
+
+
+def test_every_panel_of_a_real_run_step(real_run, capsys):
     from labkit.runs import open_run
 
-    run = open_run(REAL_RUN)
+    run = open_run(real_run)
     steps = run.steps
     step = int(steps[len(steps) // 2])
     record = run.record_at(step)
@@ -465,7 +475,7 @@ def test_every_panel_of_a_real_run_step(capsys):
     panels, seconds = timed_build(data, step, record)
     with capsys.disabled():
         print(
-            f"\n{REAL_RUN} ({len(steps)} records), step {step}: "
+            f"\n{real_run.name} ({len(steps)} records), step {step}: "
             f"{len(panels)} panels built in {seconds * 1000:.1f} ms"
         )
     figures = [panel for panel in panels if isinstance(panel, go.Figure)]
@@ -473,7 +483,7 @@ def test_every_panel_of_a_real_run_step(capsys):
     kernel_z = np.asarray(figures[6].data[0].z)  # the first conv layer's kernels, wrapped
     np.testing.assert_array_equal(kernel_z[:5, :5], data["kernels"][0][0, 0])
     assert figures[4].layout.yaxis.type == "log"
-    assert seconds < 1.0  # generous for CI; the budget on a dev machine is 150 ms
+    assert any(row["layer"] == "network" for row in panels[-1])  # the stored check's rows
 
 
 def test_every_panel_of_a_2000_record_run_is_fast(capsys):
@@ -510,4 +520,3 @@ def test_every_panel_of_a_2000_record_run_is_fast(capsys):
         )
     assert len(panels[0].data[0].x) <= F.MAX_POINTS + 1
     assert np.shape(panels[3].data[0].z) == (BINS, records)
-    assert seconds < 1.0

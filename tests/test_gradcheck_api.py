@@ -96,9 +96,9 @@ def test_report_getitem_unknown_tensor():
 def test_network_report_names_a_tensor_by_layer_and_refuses_a_shared_bare_name():
     network = Network([Dense(3, 4, rng=0), ReLU(), Dense(4, 2, rng=1)])
     report = check_network(network, np.ones((2, 3)) * 0.3, np.eye(2)[[0, 1]])
-    first, last = report["0:Dense.weights"], report["2:Dense.weights"]
-    assert (first.layer, first.shape) == ("0:Dense", (4, 3))
-    assert (last.layer, last.shape) == ("2:Dense", (2, 4))
+    first, last = report["00-Dense.weights"], report["02-Dense.weights"]
+    assert (first.layer, first.shape) == ("00-Dense", (4, 3))
+    assert (last.layer, last.shape) == ("02-Dense", (2, 4))
     assert report["input"].layer == "network"
     with pytest.raises(KeyError, match="several layers"):
         report["weights"]
@@ -302,7 +302,7 @@ def test_network_with_a_layer_without_backward_is_refused():
     network = Network([Dense(3, 3, rng=0), ForwardOnly()])
     with pytest.raises(GradcheckError) as exc_info:
         check_network(network, np.ones((2, 3)), np.eye(3)[[0, 1]])
-    assert_one_line_naming(exc_info, "1:ForwardOnly")
+    assert_one_line_naming(exc_info, "01-ForwardOnly")
 
 
 @pytest.mark.parametrize("bad", [-1.0, 0.0])
@@ -353,7 +353,7 @@ def test_network_input_of_the_wrong_shape_is_refused():
     network = Network([Dense(4, 3, rng=0)])
     with pytest.raises(GradcheckError) as exc_info:
         check_network(network, np.ones((2, 5)), np.eye(3)[[0, 1]])
-    assert_one_line_naming(exc_info, "0:Dense")
+    assert_one_line_naming(exc_info, "00-Dense")
 
 
 def test_gradcheck_error_is_a_labkit_and_value_error():

@@ -25,7 +25,7 @@ class DenseWeightsScaled(Dense):
 def test_fast_check_of_lenet_passes_and_lists_every_layer(capsys):
     assert main(["gradcheck", "--fast"]) == 0
     out = capsys.readouterr().out
-    for name in ("0:Convolutional", "1:MaxPool", "3:Convolutional", "7:Dense", "9:Dense"):
+    for name in ("00-Convolutional", "01-MaxPool", "03-Convolutional", "07-Dense", "09-Dense"):
         assert name in out
     assert "network" in out
     assert "all passed" in out
@@ -34,7 +34,7 @@ def test_fast_check_of_lenet_passes_and_lists_every_layer(capsys):
 def test_full_check_of_the_tutorial_with_a_sample_of_elements(capsys):
     assert main(["gradcheck", "--model", "tutorial", "--max-elements", "50"]) == 0
     out = capsys.readouterr().out
-    assert "3:Dense" in out and "weights" in out and " full " in out
+    assert "03-Dense" in out and "weights" in out and " full " in out
 
 
 def test_a_wrong_layer_fails_with_status_1_and_names_the_tensor(monkeypatch, capsys, tmp_path):
@@ -56,7 +56,7 @@ def test_a_wrong_layer_fails_with_status_1_and_names_the_tensor(monkeypatch, cap
         for check in report["checks"]
         if not check["passed"]
     ]
-    assert ("1:DenseWeightsScaled", "weights") in failed
+    assert ("01-DenseWeightsScaled", "weights") in failed
     assert {tensor for _, tensor in failed} == {"weights"}
 
 

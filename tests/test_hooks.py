@@ -39,7 +39,7 @@ def test_forward_and_backward_hooks_see_every_layer_with_the_right_shapes():
         backward, reversed(shapes), strict=True
     ):
         assert grad_in == x_shape and grad_out == y_shape, name
-    conv = next(entry for entry in backward if entry[0] == "0:Convolutional")
+    conv = next(entry for entry in backward if entry[0] == "00-Convolutional")
     assert set(conv[3]) == {"kernels", "biases"}  # parameter gradients reachable
     handles.remove()
 

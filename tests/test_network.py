@@ -25,7 +25,7 @@ from labkit.layers import (
     Tanh,
 )
 from labkit.models import MODELS, lenet, tutorial
-from labkit.network import ARCHITECTURE_KEY, Network
+from labkit.network import ARCHITECTURE_KEY, Network, layer_key
 
 SETTINGS = settings(
     max_examples=30,
@@ -114,13 +114,18 @@ def test_backward_with_learning_rate_updates_every_layer():
             np.testing.assert_allclose(param, old[name] - 0.25 * grad[name], rtol=1e-12)
 
 
-def test_layers_get_distinct_names():
+def test_layers_get_distinct_names_that_are_their_run_keys():
     network = small_network()
     names = [layer.name for layer in network.layers]
     assert len(set(names)) == len(names)
     for index, layer in enumerate(network.layers):
-        assert layer.name.startswith(f"{index}:")
-        assert type(layer).__name__ in layer.name
+        assert layer.name == f"{index:02d}-{type(layer).__name__}" == layer_key(index, layer)
+
+
+def test_a_name_the_user_gave_is_kept():
+    dense = Dense(3, 2, rng=0)
+    dense.name = "classifier"
+    assert Network([ReLU(), dense]).layers[1].name == "classifier"
 
 
 @PRESETS

@@ -17,6 +17,7 @@ from labkit.data import MNIST, load_mnist
 from labkit.errors import LabkitError
 from labkit.layers import softmax
 from labkit.models import lenet
+from labkit.network import layer_key
 from labkit.optim import Adam
 from labkit.recorder import (
     HIST_EDGES,
@@ -28,7 +29,7 @@ from labkit.recorder import (
     histogram,
     tensor_stats,
 )
-from labkit.runs import layer_key, open_run
+from labkit.runs import open_run
 from labkit.train import Trainer
 
 

@@ -20,7 +20,8 @@ import zarr.storage
 from labkit.cli import main
 from labkit.errors import LabkitError
 from labkit.layers import Convolutional, ReLU
-from labkit.runs import RunWriter, layer_key, list_runs, open_run
+from labkit.network import layer_key
+from labkit.runs import RunWriter, list_runs, open_run
 
 RECORD_ARRAYS = {
     "features/00-Convolutional": ((3, 4, 4), "float16"),
@@ -278,9 +279,15 @@ def start_writer(path: Path, count: int = 10**6, pause: float = 0.0) -> subproce
 
 
 def kill(process: subprocess.Popen) -> list[int]:
-    """SIGKILL the writer; returns the steps it reported committed."""
+    """SIGKILL the writer; returns the steps it reported committed.
+
+    The rest of stdout is read through the same buffered file that ``readline()`` used:
+    ``communicate()`` reads the raw pipe and would miss lines already in that buffer.
+    """
     process.send_signal(signal.SIGKILL)
-    out, _ = process.communicate(timeout=30)
+    out = process.stdout.read()  # until EOF: the killed writer's end of the pipe closes
+    process.stderr.read()
+    process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
     return [int(line) for line in out.split()]
 
