@@ -23,7 +23,7 @@ import numpy as np
 from dashboards import callbacks
 from dashboards.app import create_app
 from labkit.models import lenet
-from labkit.recorder import run_layout
+from labkit.recording import HIST, PROBE_IMAGES, PROBE_LABELS, PROBS, STATS, run_layout
 from labkit.runs import RunWriter
 
 
@@ -34,8 +34,8 @@ def write_synthetic_run(path: Path, records: int, seed: int = 0) -> None:
     arrays, described = run_layout(network, (16, 1, 28, 28))
     manifest = {"architecture": network.architecture(), **described}
     statics = {
-        "probe/images": rng.random((16, 1, 28, 28), dtype=np.float32),
-        "probe/labels": np.arange(16) % 10,
+        PROBE_IMAGES: rng.random((16, 1, 28, 28), dtype=np.float32),
+        PROBE_LABELS: np.arange(16) % 10,
     }
     writer = RunWriter.create(
         path, capacity=records, record_arrays=arrays, static_arrays=statics, manifest=manifest
@@ -43,10 +43,10 @@ def write_synthetic_run(path: Path, records: int, seed: int = 0) -> None:
     template = {
         name: rng.standard_normal(shape).astype(dtype) for name, (shape, dtype) in arrays.items()
     }
-    template["hist"] = rng.integers(0, 500, template["hist"].shape).astype(np.int32)
-    template["stats"] = np.abs(template["stats"])
+    template[HIST] = rng.integers(0, 500, template[HIST].shape).astype(np.int32)
+    template[STATS] = np.abs(template[STATS])
     probs = rng.random((16, 10)).astype(np.float32)
-    template["probs"] = probs / probs.sum(axis=1, keepdims=True)
+    template[PROBS] = probs / probs.sum(axis=1, keepdims=True)
     rows = []
     for record in range(records):
         step = (record + 1) * 10

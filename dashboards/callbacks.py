@@ -40,7 +40,7 @@ def run_controls(
     last = max(len(steps) - 1, 0)
     following = current is None or shown is None or current >= shown - 1
     layers = [{"label": e["key"], "value": i} for i, e in enumerate(run.layers)]
-    convs = [o for o, e in zip(layers, run.layers, strict=True) if e["class"] == "Convolutional"]
+    convs = [layers[i] for i in run.convolutions]
     labels = run.probe_labels
     probes = [{"label": f"probe {i}: digit {int(d)}", "value": i} for i, d in enumerate(labels)]
     return {
@@ -78,8 +78,7 @@ def step_panels(cached: CachedRun, record: int, layer: int, compare: CachedRun |
     epoch = run.records[record]["epoch"]
     names = [e["key"] for e in run.layers]
     classes = [e["class"] for e in run.layers]
-    edges = np.asarray(run.manifest["hist_edges"])
-    fields = list(run.manifest["stats_fields"])
+    edges, fields = run.hist_edges, run.stats_fields
     curves = figures.training_curves(cached.metrics, step)
     if compare is not None and compare is not cached:
         for trace in figures.training_curves(compare.metrics, None).data:
@@ -100,7 +99,7 @@ def step_panels(cached: CachedRun, record: int, layer: int, compare: CachedRun |
     )
     l2 = fields.index("l2")
     flow = figures.gradient_flow(steps, names, cached.stats[:, :, 1, l2], step)
-    ratio_names = list(run.manifest["update_ratio_names"])
+    ratio_names = run.update_ratio_names
     updates = figures.gradient_flow(
         steps,
         ratio_names,
@@ -134,12 +133,12 @@ def kernel_panel(cached: CachedRun, record: int, layer: int | None, mode: str):
     """A convolution's kernels at the step, or their change since the first record."""
     if layer is None or cached.records == 0:
         return figures.empty_figure("no convolution in this network")
+    run = cached.run
     record = int(np.clip(record, 0, cached.records - 1))
-    key = cached.run.layers[layer]["key"]
-    kernels = cached.run.array(f"params/{key}/kernels", record)
-    step = int(cached.run.steps[record])
+    key, step = run.key(layer), int(run.steps[record])
+    kernels = run.kernels(layer, step)
     if mode == "change":
-        kernels = kernels - cached.run.array(f"params/{key}/kernels", 0)
+        kernels = kernels - run.kernels(layer, int(run.steps[0]))
         return figures.kernel_grid(kernels, f"{key} kernels: change since the first record")
     return figures.kernel_grid(kernels, f"{key} kernels at step {step:,}")
 
@@ -150,11 +149,11 @@ def feature_panel(cached: CachedRun, record: int, probe: int, layer: int | None)
         empty = figures.empty_figure("no record yet")
         return empty, empty, empty
     run = cached.run
-    record = int(np.clip(record, 0, cached.records - 1))
+    step = int(run.steps[np.clip(record, 0, cached.records - 1)])
     label = int(run.probe_labels[probe])
-    probs = run.array("probs", record)[probe]
-    key = run.layers[layer]["key"]
-    maps = run.array(f"features/{key}", record)[probe]
+    probs = run.probabilities(step)[probe]
+    key = run.key(layer)
+    maps = run.feature_map(layer, step)[probe]
     return (
         figures.probe_image(run.probe_images[probe], label, int(np.argmax(probs))),
         figures.probabilities_bar(probs, label),
@@ -173,18 +172,11 @@ def gradcheck_rows(cached: CachedRun) -> list[dict]:
 def check_at_step(cached: CachedRun, record: int) -> str:
     """Run a fast gradient check on the weights of the record's step and store it."""
     from labkit.commands.gradcheck import digits, run_checks
-    from labkit.network import Network
     from labkit.runs import write_gradcheck
 
     run = cached.run
     step = int(run.steps[record])
-    architecture = run.manifest.get("architecture")
-    if not architecture:
-        raise LabkitError(f"{run.path}: the run does not describe its architecture")
-    network = Network.from_architecture(architecture)
-    for params, layer in zip(run.weights(step).values(), network.layers, strict=True):
-        for name, value in params.items():
-            layer.params[name] = value.copy()
+    network = run.network_at(step)
     x, y = digits(2)  # the input `labkit gradcheck` checks with
     reports = run_checks(network, x, y, fast=True)
     passed = all(report.passed for report in reports)

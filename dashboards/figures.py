@@ -26,7 +26,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from labkit.recorder import STATS_FIELDS
+from labkit.mosaic import kernel_columns, mosaic, square_columns
+from labkit.recording import STATS_FIELDS
 
 MAX_POINTS = 2_000  # per-step curves are thinned by striding to about this many points
 GRADIENT_NORM_THRESHOLDS = (1e-7, 1e2)  # below: vanishing, above: exploding
@@ -152,28 +153,6 @@ def _floats(values) -> np.ndarray:
     """``values`` as a floating array, keeping float32/float64 as they are."""
     values = np.asarray(values)
     return values if values.dtype.kind == "f" else values.astype(np.float64)
-
-
-def _grid_mosaic(tiles: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tiles ``(n, h, w)`` laid row-major into ``columns``, one NaN pixel between them.
-
-    Returns the mosaic ``(rows*(h+1)-1, columns*(w+1)-1)`` (float32, NaN in the gaps) and,
-    of the same shape, the index of the tile each pixel belongs to (-1 in the gaps; int16,
-    to keep the hover data small on the wire).
-    """
-    n, h, w = tiles.shape
-    rows = -(-n // columns)
-    padded = np.full((rows * columns, h + 1, w + 1), np.nan, dtype=np.float32)
-    padded[:n, :h, :w] = tiles
-    index_type = np.int16 if n < 2**15 else np.int32
-    owner = np.full((rows * columns, h + 1, w + 1), -1, dtype=index_type)
-    owner[:n, :h, :w] = np.arange(n, dtype=index_type)[:, None, None]
-
-    def lay(blocks: np.ndarray) -> np.ndarray:
-        blocks = blocks.reshape(rows, columns, h + 1, w + 1).transpose(0, 2, 1, 3)
-        return blocks.reshape(rows * (h + 1), columns * (w + 1))[:-1, :-1]
-
-    return lay(padded), lay(owner)
 
 
 def _image_axes(rows: int, columns: int) -> dict:
@@ -560,8 +539,8 @@ def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.F
         }
     elif kernels.ndim == 4:
         depth, channels, kh, kw = kernels.shape
-        columns = math.ceil(math.sqrt(depth)) if channels == 1 else channels
-        z, owner = _grid_mosaic(kernels.reshape(depth * channels, kh, kw), columns)
+        columns = kernel_columns(depth, channels)
+        z, owner = mosaic(kernels.reshape(depth * channels, kh, kw), columns)
         customdata = np.stack([owner // channels, owner % channels], axis=-1)
         hover = "kernel %{customdata[0]}, input %{customdata[1]}<br>%{z:.3g}<extra></extra>"
         layout = _image_axes(*z.shape)
@@ -615,7 +594,7 @@ def feature_map_grid(maps: np.ndarray, title: str) -> go.Figure:
         maps = maps[None]
     if maps.ndim != 3:
         raise ValueError(f"maps must be (C, H, W), (H, W) or (n,), got shape {maps.shape}")
-    z, owner = _grid_mosaic(maps, math.ceil(math.sqrt(len(maps))))
+    z, owner = mosaic(maps, square_columns(len(maps)))
     heatmap = dict(
         type="heatmap",
         z=z,

@@ -12,20 +12,19 @@ from pathlib import Path
 import numpy as np
 
 from labkit.errors import LabkitError
-from labkit.runs import Run, RunSummary, list_runs, open_run
-
-TABLES = ("stats", "hist", "update_ratio")  # small per-record arrays drawn over all steps
+from labkit.recording import HIST, STATS, UPDATE_RATIO, Recording, open_recording
+from labkit.runs import RunSummary, list_runs
 
 
 @dataclass
 class CachedRun:
-    """A run plus its whole-run tables (``stats``, ``hist``, ``update_ratio``).
+    """A recorded run plus its whole-run tables (:data:`labkit.recording.WHOLE_RUN_TABLES`).
 
-    ``Run.refresh`` already follows the commit log and metrics; this keeps the tables in
-    step with it, reading only the records added since the last refresh.
+    ``Recording.refresh`` already follows the commit log and metrics; this keeps the
+    tables in step with it, reading only the records added since the last refresh.
     """
 
-    run: Run
+    run: Recording
     tables: dict[str, np.ndarray] = field(default_factory=dict)
     _run_id: str | None = None
 
@@ -39,15 +38,15 @@ class CachedRun:
 
     @property
     def stats(self) -> np.ndarray:  # (R, layers, 2, fields)
-        return self.tables["stats"]
+        return self.tables[STATS]
 
     @property
     def hist(self) -> np.ndarray:  # (R, layers, 2, bins)
-        return self.tables["hist"]
+        return self.tables[HIST]
 
     @property
     def update_ratio(self) -> np.ndarray:  # (R, params)
-        return self.tables["update_ratio"]
+        return self.tables[UPDATE_RATIO]
 
     def refresh(self) -> None:
         """Pick up what a run still being written (or overwritten) has added."""
@@ -55,15 +54,14 @@ class CachedRun:
         run_id = self.run.manifest.get("id")
         if run_id != self._run_id:  # first read, or the folder now holds another run
             self.tables, self._run_id = {}, run_id
-        held = len(self.tables["stats"]) if self.tables else 0
+        held = len(self.tables[STATS]) if self.tables else 0
         if count == held:
             return
-        for name in TABLES:
-            if held == 0:
-                self.tables[name] = self.run.array(name)  # a finished run's one-chunk copy
-            else:
-                new = self.run.array(name, slice(held, count))
-                self.tables[name] = np.concatenate([self.tables[name], new])
+        if held == 0:
+            self.tables = self.run.tables()  # a finished run's one-chunk copies
+            return
+        new = self.run.tables(slice(held, count))
+        self.tables = {name: np.concatenate([self.tables[name], new[name]]) for name in new}
 
 
 class RunStore:
@@ -86,7 +84,7 @@ class RunStore:
             path = self.runs_dir / name
             if path.parent != self.runs_dir or not path.is_dir():
                 raise LabkitError(f"{path}: no such run")
-            cached = CachedRun(open_run(path))
+            cached = CachedRun(open_recording(path))
             self._cache[name] = cached
         cached.refresh()
         return cached

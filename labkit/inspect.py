@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from labkit.mosaic import kernel_columns, mosaic, square_columns
+
 
 def confusion_figure(matrix: np.ndarray, title: str = "Confusion matrix") -> Figure:
     """Heatmap of a confusion matrix with counts in every cell, rows normalized for colour."""
@@ -27,24 +29,13 @@ def confusion_figure(matrix: np.ndarray, title: str = "Confusion matrix") -> Fig
     return figure
 
 
-def _mosaic(tiles: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
-    """Lay ``(n, h, w)`` tiles out in rows of ``columns``, separated by NaN gutters."""
-    n, h, w = tiles.shape
-    rows = -(-n // columns)
-    canvas = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad), np.nan)
-    for index in range(n):  # one slice copy per tile; n is a few hundred at most
-        r, c = divmod(index, columns)
-        canvas[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = tiles[index]
-    return canvas
-
-
 def kernel_grid_figure(kernels: np.ndarray, title: str) -> Figure:
-    """Every kernel of a convolution, one row per output channel, one column per input
-    channel (wrapped when there are many), on one symmetric colour scale around 0."""
-    depth, channels, k, _ = kernels.shape
-    columns = channels if channels > 1 else min(depth, 8)
-    tiles = kernels.reshape(depth * channels, k, k)
-    canvas = _mosaic(tiles, columns)
+    """Every kernel of a convolution, one row per output channel and one column per input
+    channel (a near-square grid for one input channel), on one symmetric colour scale
+    around 0: :func:`labkit.mosaic.kernel_columns`, as in the dashboard."""
+    depth, channels, kh, kw = kernels.shape
+    tiles = kernels.reshape(depth * channels, kh, kw)
+    canvas, _ = mosaic(tiles, kernel_columns(depth, channels))
     limit = float(np.nanmax(np.abs(canvas))) or 1.0
     width = min(9.0, max(3.0, canvas.shape[1] * 0.1 + 1.5))
     height = (width - 1.2) * canvas.shape[0] / canvas.shape[1] + 0.7
@@ -71,8 +62,9 @@ def feature_map_figure(maps: np.ndarray, title: str) -> Figure:
         axes.set_xlabel("unit")
         axes.set_title(title, fontsize=9)
         return figure
-    columns = min(len(maps), 8)
-    canvas = _mosaic(maps, columns)
+    if maps.ndim == 2:
+        maps = maps[None]
+    canvas, _ = mosaic(maps, square_columns(len(maps)))
     height = canvas.shape[0] / canvas.shape[1] * 6
     figure = Figure(figsize=(6.5, max(2.0, height + 0.8)), layout="constrained")
     axes = figure.subplots()

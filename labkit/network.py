@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -166,28 +166,34 @@ class Network:
             raise LabkitError(f"{path}: unreadable architecture ({exc!r})") from None
         except LabkitError as exc:
             raise LabkitError(f"{path}: {exc}") from None
-        network._assign(arrays, path, keep_dtype=False)
+        network.set_weights(arrays, source=path, keep_dtype=False)
         return network
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Copy weights saved with :meth:`save` into this network's layers."""
-        self._assign(_read_npz(path), path, keep_dtype=True)
+        self.set_weights(_read_npz(path), source=path)
 
-    def _assign(self, arrays: dict[str, np.ndarray], path, *, keep_dtype: bool) -> None:
-        """Copy weights in after checking names and shapes; ``keep_dtype`` casts to ours."""
+    def set_weights(
+        self, arrays: Mapping[str, np.ndarray], source: object = "weights", *, keep_dtype=True
+    ) -> None:
+        """Copy ``{"<layer index>.<name>": array}`` in (the :meth:`state_dict` keys) after
+        checking every name and shape; ``keep_dtype`` casts to the network's dtypes.
+
+        ``source`` names where the weights came from, in the one-line error.
+        """
         expected = self.state_dict()
         missing = sorted(set(expected) - set(arrays))
         if missing:
-            raise LabkitError(f"{path}: weights do not fit this network (missing {missing[0]})")
+            raise LabkitError(f"{source}: weights do not fit this network (missing {missing[0]})")
         for key, current in expected.items():
-            if arrays[key].shape != current.shape:
+            if np.shape(arrays[key]) != current.shape:
                 raise LabkitError(
-                    f"{path}: weight {key} has shape {arrays[key].shape}, "
+                    f"{source}: weight {key} has shape {np.shape(arrays[key])}, "
                     f"the network expects {current.shape}"
                 )
         for index, layer in enumerate(self.layers):
             for name in layer.params:
-                value = arrays[f"{index}.{name}"]
+                value = np.asarray(arrays[f"{index}.{name}"])
                 dtype = layer.params[name].dtype if keep_dtype else value.dtype
                 layer.params[name] = value.astype(dtype, copy=True)
 

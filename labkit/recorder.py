@@ -2,7 +2,8 @@
 
 The :class:`Recorder` is a training callback. On a record step it attaches forward and
 backward hooks to every layer for that one step (so other steps pay nothing), then
-writes one record to the run store (:mod:`labkit.runs`):
+writes one record to the run store (:mod:`labkit.runs`) in the layout that
+:mod:`labkit.recording` defines:
 
 - per layer, statistics of its output (activation) and of the gradient arriving at its
   output: ``STATS_FIELDS``, over the whole batch, and a histogram over fixed sign-log
@@ -28,15 +29,25 @@ import numpy as np
 
 from labkit.layers import Sigmoid, Tanh, softmax
 from labkit.network import Network, layer_key
+from labkit.recording import (
+    HIST,
+    HIST_EDGES,
+    KINDS,
+    PROBE_IMAGES,
+    PROBE_LABELS,
+    PROBES,
+    PROBS,
+    STATS,
+    STATS_FIELDS,
+    UPDATE_RATIO,
+    feature_array,
+    param_array,
+    run_layout,
+)
 from labkit.runs import RunWriter
 from labkit.train import Callback, EpochResult, Trainer, TrainResult
 
-STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")
-_MAGNITUDES = 10.0 ** np.arange(-6, 2.01, 0.25)
-HIST_EDGES = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])  # one bin spans (-1e-6, 1e-6)
-HIST_SAMPLES = 4_096
-PROBES = 16
-KINDS = ("activation", "gradient")  # the two rows of each layer's stats and hist
+HIST_SAMPLES = 4_096  # elements sampled (evenly strided) for each histogram
 
 
 @dataclass(frozen=True)
@@ -121,47 +132,6 @@ def choose_probes(labels: np.ndarray, count: int = PROBES, seed: int = 0) -> np.
     return np.sort(np.array(first + rest[: count - len(first)], dtype=np.int64))
 
 
-def run_layout(network: Network, probe_shape: tuple[int, ...]) -> tuple[dict, dict]:
-    """The record arrays a recorded run of ``network`` holds, and the manifest entries that
-    describe them (layers, statistics fields, histogram edges, update-ratio names).
-
-    ``probe_shape`` is the probe batch's shape, ``(count, *input shape)``.
-    """
-    arrays: dict[str, tuple[tuple[int, ...], str]] = {}
-    layers, ratio_names = [], []
-    count_probes, shape = probe_shape[0], tuple(probe_shape[1:])
-    for index, layer in enumerate(network.layers):
-        key = layer_key(index, layer)
-        shape = tuple(layer.output_shape(shape))
-        arrays[f"features/{key}"] = ((count_probes, *shape), "float16")
-        for name, value in layer.params.items():
-            arrays[f"params/{key}/{name}"] = (tuple(value.shape), "float32")
-            ratio_names.append(f"{key}/{name}")
-        layers.append(
-            {
-                "key": key,
-                "name": layer.name,
-                "class": type(layer).__name__,
-                "output_shape": list(shape),
-                "params": {n: list(v.shape) for n, v in layer.params.items()},
-            }
-        )
-    # One array for the small per-layer tables: a chunk file per layer would cost a
-    # 4 KB disk block each for a few hundred bytes of data.
-    count = len(network.layers)
-    arrays["stats"] = ((count, 2, len(STATS_FIELDS)), "float32")
-    arrays["hist"] = ((count, 2, len(HIST_EDGES) - 1), "int32")
-    arrays["update_ratio"] = ((len(ratio_names),), "float32")
-    arrays["probs"] = ((count_probes, int(np.prod(shape))), "float32")
-    manifest = {
-        "layers": layers,
-        "stats_fields": list(STATS_FIELDS),
-        "hist_edges": HIST_EDGES.tolist(),
-        "update_ratio_names": ratio_names,
-    }
-    return arrays, manifest
-
-
 class Recorder(Callback):
     """Write a run while a :class:`~labkit.train.Trainer` trains (see the module docstring)."""
 
@@ -212,7 +182,7 @@ class Recorder(Callback):
             self.path,
             capacity=self.schedule.count(trainer.total_steps),
             record_arrays=arrays,
-            static_arrays={"probe/images": self.probe_images, "probe/labels": self.probe_labels},
+            static_arrays={PROBE_IMAGES: self.probe_images, PROBE_LABELS: self.probe_labels},
             manifest=manifest,
             overwrite=self.overwrite,
         )
@@ -258,9 +228,9 @@ class Recorder(Callback):
 
         return hook
 
-    def _parameters(self, network: Network) -> dict[str, np.ndarray]:
+    def _parameters(self, network: Network) -> dict[tuple[str, str], np.ndarray]:
         return {
-            f"{key}/{name}": value
+            (key, name): value
             for key, layer in zip(self.keys, network.layers, strict=True)
             for name, value in layer.params.items()
         }
@@ -289,24 +259,24 @@ class Recorder(Callback):
         empty_stats = np.full(len(STATS_FIELDS), np.nan, dtype=np.float32)
         empty_hist = np.zeros(len(HIST_EDGES) - 1, dtype=np.int32)
         captured = self._captured
-        arrays["stats"] = np.array(
+        arrays[STATS] = np.array(
             [[captured.get(f"{key}/{k}/stats", empty_stats) for k in KINDS] for key in self.keys]
         )
-        arrays["hist"] = np.array(
+        arrays[HIST] = np.array(
             [[captured.get(f"{key}/{k}/hist", empty_hist) for k in KINDS] for key in self.keys]
         )
         ratios = []
-        for name, param in self._parameters(network).items():
-            before = self._before[name]
-            arrays[f"params/{name}"] = param.copy()  # the optimizer updates it in place
+        for (key, name), param in self._parameters(network).items():
+            before = self._before[key, name]
+            arrays[param_array(key, name)] = param.copy()  # the optimizer updates it in place
             norm = np.linalg.norm(before)  # a zero start (biases) has no meaningful ratio
             ratios.append(np.linalg.norm(param - before) / norm if norm > 0 else np.nan)
-        arrays["update_ratio"] = np.array(ratios, dtype=np.float32)
+        arrays[UPDATE_RATIO] = np.array(ratios, dtype=np.float32)
         h = self.probe_images
         for key, layer in zip(self.keys, network.layers, strict=True):
             h = layer.forward(h)
-            arrays[f"features/{key}"] = h
-        arrays["probs"] = softmax(h.reshape(len(h), -1))
+            arrays[feature_array(key)] = h
+        arrays[PROBS] = softmax(h.reshape(len(h), -1))
         return arrays
 
     def _flush_metrics(self) -> None:

@@ -99,7 +99,7 @@ def test_kernels_and_their_change_since_the_first_record(runs_dir):
 def test_feature_panel_shows_the_probe_and_its_probabilities(runs_dir):
     cached = RunStore(runs_dir).get("lenet")
     image, probs, maps = callbacks.feature_panel(cached, 1, 4, 2)
-    stored = cached.run.array("probs", 1)[4]
+    stored = cached.run.probabilities(int(cached.run.steps[1]))[4]
     np.testing.assert_allclose(np.asarray(probs.data[0].y, dtype=float), stored, rtol=1e-6)
     assert image.data and maps.data
 

@@ -16,7 +16,7 @@ import pytest
 from dashboards import figures as F
 from labkit.gradcheck import check_layer
 from labkit.layers import Dense
-from labkit.recorder import HIST_EDGES, STATS_FIELDS
+from labkit.recording import HIST_EDGES, STATS_FIELDS
 
 BINS = len(HIST_EDGES) - 1
 
@@ -441,24 +441,23 @@ def real_run(tmp_path_factory) -> Path:
 
 
 def test_every_panel_of_a_real_run_step(real_run, capsys):
-    from labkit.runs import open_run
+    from labkit.recording import open_recording
 
-    run = open_run(real_run)
+    run = open_recording(real_run)
     steps = run.steps
     step = int(steps[len(steps) // 2])
-    record = run.record_at(step)
+    record = len(steps) // 2
     ratio_names, ratios = run.update_ratios()
     weights, weights0 = run.weights(step), run.weights(int(steps[0]))
-    convs = [e["key"] for e in run.layers if e["class"] == "Convolutional"]
+    convs = [run.key(index) for index in run.convolutions]
     features = run.feature_maps(step)
     gradchecks = run.gradchecks
     data = {
         "metrics": run.metrics(),
         "steps": steps,
-        "stats": run.array("stats"),
-        "hist": run.array("hist"),
-        "edges": np.asarray(run.manifest["hist_edges"]),
-        "fields": run.manifest["stats_fields"],
+        **run.tables(),
+        "edges": run.hist_edges,
+        "fields": run.stats_fields,
         "focus_layer": 3,
         "names": [e["name"] for e in run.layers],
         "classes": [e["class"] for e in run.layers],
@@ -467,7 +466,7 @@ def test_every_panel_of_a_real_run_step(real_run, capsys):
         "kernels": [weights[key]["kernels"] for key in convs],
         "kernels0": [weights0[key]["kernels"] for key in convs],
         "features": [features[convs[-1]], features[run.layers[-3]["key"]]],
-        "probs": run.array("probs"),
+        "probs": np.array([run.probabilities(int(s)) for s in steps]),
         "labels": run.probe_labels,
         "images": run.probe_images,
         "gradcheck": gradchecks[-1] if gradchecks else {"reports": []},

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from labkit.cli import main
-from labkit.inspect import _mosaic, feature_map_figure, kernel_grid_figure
+from labkit.inspect import feature_map_figure, kernel_grid_figure
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_svg_and_the_nearest_step(run_dir, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--layer", "42-Nothing"], "no layer '42-Nothing'"),
+        (["--layer", "42-Nothing"], "no recorded layer '42-Nothing'"),
         (["--image", "16"], "--image must be between 0 and 15"),
     ],
 )
@@ -69,14 +69,6 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and len(err.strip().splitlines()) == 1
-
-
-def test_mosaic_places_each_tile_with_gutters():
-    tiles = np.arange(5 * 2 * 3, dtype=float).reshape(5, 2, 3)
-    canvas = _mosaic(tiles, columns=2)
-    assert canvas.shape == (3 * 3 - 1, 2 * 4 - 1)
-    assert np.array_equal(canvas[3:5, 4:7], tiles[3])
-    assert np.isnan(canvas[2]).all() and np.isnan(canvas[:, 3]).all()
 
 
 def test_figures_are_pure_functions_of_their_arrays():

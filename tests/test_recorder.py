@@ -29,6 +29,7 @@ from labkit.recorder import (
     histogram,
     tensor_stats,
 )
+from labkit.recording import Recording
 from labkit.runs import open_run
 from labkit.train import Trainer
 
@@ -197,7 +198,8 @@ def test_a_trainer_killed_mid_run_leaves_a_consistent_run(tmp_path):
 
 
 def test_the_run_reads_back_by_meaning(recorded):
-    run, network, _, _, probe_images = recorded
+    raw, network, _, _, probe_images = recorded
+    run = Recording(raw)
     step = int(run.steps[-1])
     weights = run.weights(step)
     features = run.feature_maps(step)
@@ -221,6 +223,56 @@ def test_the_run_reads_back_by_meaning(recorded):
         run.layer_stats("99-Nothing")
     with pytest.raises(LabkitError, match="no record at step"):
         run.weights(step + 1)
+
+
+def test_one_layer_reads_back_by_index_key_or_name(recorded):
+    raw, network, _, _, _ = recorded
+    run = Recording(raw)
+    step = int(run.steps[-3])
+    assert run.steps[-2] - step > 2  # record steps thin out: step + 1 is nearest to step
+    assert run.convolutions == [0, 3]  # lenet's two convolutions, found by their kernels
+    for layer in (3, "3", "03-Convolutional", network.layers[3].name):
+        assert run.layer_index(layer) == 3
+        np.testing.assert_array_equal(
+            run.kernels(layer, step), run.weights(step)["03-Convolutional"]["kernels"]
+        )
+        np.testing.assert_array_equal(
+            run.feature_map(layer, step), run.feature_maps(step)["03-Convolutional"]
+        )
+    assert run.nearest_step(step + 1) == step
+    np.testing.assert_array_equal(
+        run.parameter("07-Dense", "bias", step), run.weights(step)["07-Dense"]["bias"]
+    )
+    tables = run.tables()
+    assert set(tables) == {"stats", "hist", "update_ratio"}
+    np.testing.assert_array_equal(run.tables(slice(2, 4))["hist"], tables["hist"][2:4])
+
+
+def test_the_network_at_a_step_has_that_steps_weights(recorded):
+    raw, network, _, _, probe_images = recorded
+    run = Recording(raw)
+    step = int(run.steps[-1])
+    rebuilt = run.network_at(step)
+    for index, layer in enumerate(network.layers):
+        for name, value in layer.params.items():
+            np.testing.assert_array_equal(rebuilt.layers[index].params[name], value)
+    stored = run.probabilities(step)
+    np.testing.assert_allclose(softmax(rebuilt.forward(probe_images)), stored, atol=1e-5)
+    earlier = run.network_at(int(run.steps[0]))
+    assert not np.array_equal(
+        earlier.layers[0].params["kernels"], network.layers[0].params["kernels"]
+    )
+
+
+def test_weights_of_the_wrong_shape_are_refused_in_one_line(recorded):
+    network = lenet()
+    weights = network.state_dict()
+    weights["0.kernels"] = np.zeros((3, 1, 5, 5), dtype=np.float32)
+    with pytest.raises(LabkitError, match=r"^here: weight 0.kernels has shape \(3, 1, 5, 5\)"):
+        network.set_weights(weights, source="here")
+    del weights["0.kernels"]
+    with pytest.raises(LabkitError, match="missing 0.kernels"):
+        network.set_weights(weights, source="here")
 
 
 def test_small_tables_are_consolidated_when_the_run_closes(recorded):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from labkit.errors import LabkitError
 from labkit.inspect import feature_map_figure, kernel_grid_figure
-from labkit.runs import Run, open_run
+from labkit.recording import open_recording
 
 
 def add_parser(commands) -> None:
@@ -21,28 +21,18 @@ def add_parser(commands) -> None:
     parser.set_defaults(handler=run)
 
 
-def _layers(run_: Run, wanted: str | None) -> list[dict]:
-    layers = run_.layers
-    if wanted is None:
-        return layers
-    for index, entry in enumerate(layers):
-        if wanted in (str(index), entry["key"], entry.get("name")):
-            return [entry]
-    names = ", ".join(entry["key"] for entry in layers)
-    raise LabkitError(f"{run_.path}: no layer {wanted!r} (layers: {names})")
-
-
 def run(args: argparse.Namespace) -> int:
-    recorded = open_run(args.run)
-    if not len(recorded.steps):
+    recorded = open_recording(args.run)
+    if not len(recorded):
         raise LabkitError(f"{args.run}: the run has no completed record yet")
     step = int(recorded.steps[-1]) if args.step is None else args.step
-    record = recorded.nearest_record(step)
-    step_used = int(recorded.steps[record])
+    step_used = recorded.nearest_step(step)
     probes = len(recorded.probe_labels)
     if not 0 <= args.image < probes:
         raise LabkitError(f"--image must be between 0 and {probes - 1}, got {args.image}")
-    layers = _layers(recorded, args.layer)
+    layers = (
+        range(len(recorded.layers)) if args.layer is None else [recorded.layer_index(args.layer)]
+    )
     out = args.out or args.run / "figures"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -52,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"no record at step {step}; using the nearest, step {step_used}")
     label = int(recorded.probe_labels[args.image])
     written = []
-    for entry in layers:
-        key = entry["key"]
-        if entry["class"] == "Convolutional":
-            kernels = recorded.array(f"params/{key}/kernels", record)
+    for layer in layers:
+        key = recorded.key(layer)
+        if layer in recorded.convolutions:
+            kernels = recorded.kernels(layer, step_used)
             figure = kernel_grid_figure(kernels, f"{key} kernels, step {step_used}")
             written.append(_save(figure, out / f"kernels-{key}-step{step_used}.{args.format}"))
-        maps = recorded.array(f"features/{key}", record)[args.image]
+        maps = recorded.feature_map(layer, step_used)[args.image]
         title = f"{key} output, probe {args.image} (digit {label}), step {step_used}"
         name = f"features-{key}-step{step_used}-probe{args.image}.{args.format}"
         written.append(_save(feature_map_figure(maps, title), out / name))

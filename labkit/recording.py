@@ -1,0 +1,291 @@
+"""What a recorded run holds, and its reading back by meaning: the one meeting point of
+the recorder (writer) and the dashboard, its cache and ``labkit inspect`` (readers).
+
+The run store (:mod:`labkit.runs`) keeps arrays by name and knows nothing of layers; this
+module is where the names, fields and edges are spelled, once:
+
+- ``stats``: per record, ``(layers, 2, len(STATS_FIELDS))`` float32 — statistics of each
+  layer's output (row 0, ``"activation"``) and of the gradient arriving at it (row 1,
+  ``"gradient"``): ``KINDS``;
+- ``hist``: ``(layers, 2, len(HIST_EDGES) - 1)`` int32 counts over the sign-log bins
+  ``HIST_EDGES`` (bins ``[e_i, e_i+1)``, the last one closed; outliers clip into the ends);
+- ``params/<key>/<name>``: every parameter at the record (float32);
+- ``update_ratio``: ``|p_after - p_before| / |p_before|`` of each parameter over the
+  record's step, in the order of ``manifest["update_ratio_names"]`` (``<key>/<name>``);
+- ``features/<key>``: every layer's output for the ``PROBES`` probe digits (float16);
+- ``probs``: the network's class probabilities for them, ``(PROBES, classes)``;
+- static ``probe/images`` and ``probe/labels``.
+
+``<key>`` is :func:`labkit.network.layer_key` (``03-Convolutional``). The manifest's
+``"layers"`` lists ``{"key", "name", "class", "output_shape", "params"}`` per layer, and
+``"stats_fields"``, ``"hist_edges"``, ``"update_ratio_names"``, ``"architecture"``
+(:meth:`labkit.network.Network.architecture`, or null) describe the rest.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from labkit.errors import LabkitError
+from labkit.network import Network, layer_key
+from labkit.runs import Run, open_run
+
+STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")
+KINDS = ("activation", "gradient")  # the two rows of each layer's stats and hist
+_MAGNITUDES = 10.0 ** np.arange(-6, 2.01, 0.25)
+HIST_EDGES = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])  # one bin spans (-1e-6, 1e-6)
+PROBES = 16  # probe digits whose feature maps every record keeps
+
+STATS = "stats"
+HIST = "hist"
+UPDATE_RATIO = "update_ratio"
+PROBS = "probs"
+PROBE_IMAGES = "probe/images"
+PROBE_LABELS = "probe/labels"
+WHOLE_RUN_TABLES = (STATS, HIST, UPDATE_RATIO)  # small per-record arrays drawn over all steps
+
+
+def feature_array(key: str) -> str:
+    """Name of the array of a layer's probe outputs."""
+    return f"features/{key}"
+
+
+def param_array(key: str, name: str) -> str:
+    """Name of the array of one parameter of a layer."""
+    return f"params/{key}/{name}"
+
+
+def run_layout(network: Network, probe_shape: tuple[int, ...]) -> tuple[dict, dict]:
+    """The record arrays a recorded run of ``network`` holds, and the manifest entries that
+    describe them (layers, statistics fields, histogram edges, update-ratio names).
+
+    ``probe_shape`` is the probe batch's shape, ``(count, *input shape)``.
+    """
+    arrays: dict[str, tuple[tuple[int, ...], str]] = {}
+    layers, ratio_names = [], []
+    count_probes, shape = probe_shape[0], tuple(probe_shape[1:])
+    for index, layer in enumerate(network.layers):
+        key = layer_key(index, layer)
+        shape = tuple(layer.output_shape(shape))
+        arrays[feature_array(key)] = ((count_probes, *shape), "float16")
+        for name, value in layer.params.items():
+            arrays[param_array(key, name)] = (tuple(value.shape), "float32")
+            ratio_names.append(f"{key}/{name}")
+        layers.append(
+            {
+                "key": key,
+                "name": layer.name,
+                "class": type(layer).__name__,
+                "output_shape": list(shape),
+                "params": {n: list(v.shape) for n, v in layer.params.items()},
+            }
+        )
+    # One array for the small per-layer tables: a chunk file per layer would cost a
+    # 4 KB disk block each for a few hundred bytes of data.
+    count = len(network.layers)
+    arrays[STATS] = ((count, len(KINDS), len(STATS_FIELDS)), "float32")
+    arrays[HIST] = ((count, len(KINDS), len(HIST_EDGES) - 1), "int32")
+    arrays[UPDATE_RATIO] = ((len(ratio_names),), "float32")
+    arrays[PROBS] = ((count_probes, int(np.prod(shape))), "float32")
+    manifest = {
+        "layers": layers,
+        "stats_fields": list(STATS_FIELDS),
+        "hist_edges": HIST_EDGES.tolist(),
+        "update_ratio_names": ratio_names,
+    }
+    return arrays, manifest
+
+
+class Recording:
+    """A recorded run read by meaning: layers, statistics, weights, feature maps.
+
+    A view over a :class:`labkit.runs.Run` (``.run``); steps are training steps, and a
+    method taking ``step`` wants a recorded one (:meth:`nearest_step` finds one).
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    # -- the run underneath
+
+    @property
+    def path(self):
+        return self.run.path
+
+    @property
+    def manifest(self) -> dict:
+        return self.run.manifest
+
+    @property
+    def status(self) -> str:
+        return self.run.status
+
+    @property
+    def steps(self) -> np.ndarray:
+        """The recorded steps (int64, ascending)."""
+        return self.run.steps
+
+    @property
+    def records(self) -> list[dict]:
+        """The committed records: ``{"record", "step", "epoch", "time"}``, oldest first."""
+        return self.run.records
+
+    def __len__(self) -> int:
+        return len(self.run)
+
+    def refresh(self) -> int:
+        """Pick up what a live writer added; returns how many records are visible."""
+        return self.run.refresh()
+
+    def metrics(self) -> list[dict]:
+        """Per-step rows (loss, accuracy, lr) and per-epoch rows (``kind: "epoch"``)."""
+        return self.run.metrics()
+
+    @property
+    def gradchecks(self) -> list[dict]:
+        """The gradient-check reports stored in the run, oldest first."""
+        return self.run.gradchecks
+
+    def nearest_step(self, step: int) -> int:
+        """The recorded step nearest ``step`` (the earlier on a tie)."""
+        return int(self.run.steps[self.run.nearest_record(step)])
+
+    # -- what the manifest says
+
+    @property
+    def layers(self) -> list[dict]:
+        """The recorded layers: ``key``, ``name``, ``class``, ``output_shape``, ``params``."""
+        layers = self.manifest.get("layers", [])
+        return list(layers) if isinstance(layers, list) else []
+
+    @property
+    def convolutions(self) -> list[int]:
+        """Indices of the layers with a 4-D ``kernels`` parameter (D, C, k, k)."""
+        return [
+            index
+            for index, entry in enumerate(self.layers)
+            if len(entry.get("params", {}).get("kernels", ())) == 4
+        ]
+
+    @property
+    def stats_fields(self) -> list[str]:
+        return list(self.manifest["stats_fields"])
+
+    @property
+    def hist_edges(self) -> np.ndarray:
+        return np.asarray(self.manifest["hist_edges"])
+
+    @property
+    def update_ratio_names(self) -> list[str]:
+        return list(self.manifest["update_ratio_names"])
+
+    def layer_index(self, layer: int | str) -> int:
+        """A layer's position from its index (``3`` or ``"3"``), key or name."""
+        for index, entry in enumerate(self.layers):
+            if layer in (index, str(index), entry.get("key"), entry.get("name")):
+                return index
+        names = ", ".join(entry.get("key", "?") for entry in self.layers) or "none"
+        raise LabkitError(f"{self.path}: no recorded layer {layer!r} (layers: {names})")
+
+    def key(self, layer: int | str) -> str:
+        """A layer's key (``03-Convolutional``) from its index, key or name."""
+        return self.layers[self.layer_index(layer)]["key"]
+
+    # -- arrays by meaning
+
+    def tables(self, records: slice = slice(None)) -> dict[str, np.ndarray]:
+        """The small per-record arrays (``WHOLE_RUN_TABLES``) for ``records`` (default all)."""
+        everything = records == slice(None)
+        return {
+            name: self.run.array(name) if everything else self.run.array(name, records)
+            for name in WHOLE_RUN_TABLES
+        }
+
+    def layer_stats(self, layer: int | str) -> dict:
+        """Every record's statistics for one layer (by index, key or name).
+
+        ``{"steps", "activation": {field: (R,)}, "gradient": {field: (R,)},
+        "hist_activation": (R, bins), "hist_gradient": (R, bins), "edges": (bins + 1,)}``
+        """
+        index = self.layer_index(layer)
+        stats = self.run.array(STATS)[:, index]
+        hist = self.run.array(HIST)[:, index]
+        by_kind = {
+            kind: {f: stats[:, row, i] for i, f in enumerate(self.stats_fields)}
+            for row, kind in enumerate(KINDS)
+        }
+        return {
+            "steps": self.steps,
+            **by_kind,
+            **{f"hist_{kind}": hist[:, row] for row, kind in enumerate(KINDS)},
+            "edges": self.hist_edges,
+        }
+
+    def parameter(self, layer: int | str, name: str, step: int) -> np.ndarray:
+        """One parameter of a layer at ``step``, e.g. ``parameter(0, "kernels", 100)``."""
+        return self.run.array(param_array(self.key(layer), name), self.run.record_at(step))
+
+    def kernels(self, layer: int | str, step: int) -> np.ndarray:
+        """A convolution's kernels ``(D, C, k, k)`` at ``step``."""
+        return self.parameter(layer, "kernels", step)
+
+    def weights(self, step: int) -> dict[str, dict[str, np.ndarray]]:
+        """Every parameter at ``step``: ``{layer key: {name: array}}``."""
+        record = self.run.record_at(step)
+        return {
+            entry["key"]: {
+                name: self.run.array(param_array(entry["key"], name), record)
+                for name in entry.get("params", {})
+            }
+            for entry in self.layers
+        }
+
+    def feature_map(self, layer: int | str, step: int) -> np.ndarray:
+        """One layer's output for the probe digits at ``step``: ``(PROBES, ...)``."""
+        return self.run.array(feature_array(self.key(layer)), self.run.record_at(step))
+
+    def feature_maps(self, step: int) -> dict[str, np.ndarray]:
+        """Every layer's output for the probe digits at ``step``: ``{layer key: (16, ...)}``."""
+        record = self.run.record_at(step)
+        return {e["key"]: self.run.array(feature_array(e["key"]), record) for e in self.layers}
+
+    def probabilities(self, step: int) -> np.ndarray:
+        """The network's class probabilities for the probe digits at ``step``."""
+        return self.run.array(PROBS, self.run.record_at(step))
+
+    def update_ratios(self) -> tuple[list[str], np.ndarray]:
+        """Parameter names and their update-to-weight ratios, one row per record."""
+        return self.update_ratio_names, self.run.array(UPDATE_RATIO)
+
+    @property
+    def probe_images(self) -> np.ndarray:
+        return self.run.static(PROBE_IMAGES)
+
+    @property
+    def probe_labels(self) -> np.ndarray:
+        return self.run.static(PROBE_LABELS)
+
+    def network_at(self, step: int) -> Network:
+        """The network as it was at ``step``: built from the run's architecture, its
+        weights loaded through :meth:`Network.set_weights` (names and shapes checked)."""
+        architecture = self.manifest.get("architecture")
+        if not architecture:
+            raise LabkitError(f"{self.path}: the run does not describe its architecture")
+        network = Network.from_architecture(architecture)
+        weights = {
+            f"{index}.{name}": value
+            for index, params in enumerate(self.weights(step).values())
+            for name, value in params.items()
+        }
+        network.set_weights(weights, source=f"{self.path} at step {step}")
+        return network
+
+    def __repr__(self) -> str:
+        return f"Recording({str(self.path)!r}, status={self.status!r}, records={len(self)})"
+
+
+def open_recording(path: str | os.PathLike) -> Recording:
+    """Open a recorded run; LabkitError (one line naming the path) if it is not a good run."""
+    return Recording(open_run(path))

@@ -1,0 +1,26 @@
+"""The run store: a folder written while training and read for replay and figures.
+
+:mod:`labkit.runs.format` is the format (``labkit-run/1``: the files, their names, the
+order of writes and what a reader checks), :mod:`labkit.runs.writer` the writer
+(locking, fsync, atomic writes) and :mod:`labkit.runs.reader` the reader. The store is
+generic: what the recorder puts into a run, and how to read it back by meaning, is
+:mod:`labkit.recording`.
+"""
+
+from labkit.runs.files import writer_alive
+from labkit.runs.format import FORMAT, STATUSES
+from labkit.runs.reader import Run, RunSummary, iter_run_dirs, list_runs, open_run
+from labkit.runs.writer import RunWriter, write_gradcheck
+
+__all__ = [
+    "FORMAT",
+    "STATUSES",
+    "Run",
+    "RunSummary",
+    "RunWriter",
+    "iter_run_dirs",
+    "list_runs",
+    "open_run",
+    "write_gradcheck",
+    "writer_alive",
+]

@@ -1,0 +1,233 @@
+"""The run store's format: a run folder's files, their names and what a reader checks.
+
+A run is appended to while the network trains, can be followed by a reader while it
+is still being written, reads any recorded step in time independent of the run's
+length, and survives ``kill -9`` of the writer at any moment: every completed record
+stays readable and no half-written record is ever visible. Nothing in it is pickled:
+arrays are zarr v3, everything else is plain JSON.
+
+Format ``labkit-run/1``
+=======================
+
+::
+
+    RUN/
+      manifest.json    the run's description (JSON object, see below)
+      records.jsonl    the commit log: one JSON line per completed record
+      metrics.jsonl    scalar rows (one JSON object per line)
+      data.zarr/       a zarr v3 group holding every array
+      gradchecks/      gradient-check reports, one JSON file each
+      .lock            held with flock(2) by the writer; holds its pid
+
+All JSON is UTF-8 and strict: non-finite floats (NaN, +-inf) are written as ``null``.
+
+``manifest.json`` is only ever replaced atomically (a temporary file in RUN is
+written and fsynced, then renamed over it). Keys:
+
+- ``"format"``: ``"labkit-run/1"``;
+- ``"id"``: a random hex string, new for each run (an overwritten run gets a new one);
+- ``"labkit_version"``: the writer's labkit version;
+- ``"created"``: ISO 8601 local time with UTC offset;
+- ``"status"``: ``"running"``, ``"completed"``, ``"interrupted"`` (Ctrl-C) or
+  ``"failed"`` (an exception). A manifest saying ``"running"`` whose ``.lock`` is not
+  held by any process belongs to a writer that died: readers report it as
+  ``"crashed"`` (they never rewrite the manifest);
+- ``"capacity"``: R, the number of records the arrays were preallocated for;
+- ``"record_arrays"``: ``{name: {"shape": [per-record shape], "dtype": "float16"}}``;
+- ``"static_arrays"``: ``{name: {"shape": [shape], "dtype": "uint8"}}``;
+- on close, ``"records"`` (how many were committed), ``"ended"`` (ISO time) and
+  ``"consolidated"``: ``{name: count}`` for the whole-run copies described below;
+- any other keys the creator passed (configuration, architecture, layers, seed,
+  data source, histogram edges, ...), stored verbatim.
+
+``records.jsonl`` is the commit log. Line ``i`` (0-based) is
+``{"record": i, "step": s, "epoch": e, "time": t}`` (``t`` in Unix seconds); steps
+strictly increase. A line is appended (one ``write``), flushed and fsynced only after
+every array row of record ``i`` is written. A reader trusts exactly the longest prefix
+of complete lines (ending in ``\\n``) that parse as JSON objects with
+``"record"`` equal to their line number and increasing integer steps; anything after
+(a torn last line from a crash, a line still being written) is ignored. Rows of the
+arrays beyond the committed records may hold data of an uncommitted record: they are
+invisible.
+
+``metrics.jsonl``: one JSON object per line, appended by the writer, e.g.
+``{"step": 120, "epoch": 1, "loss": 0.31, "accuracy": 0.9, "lr": 0.001}`` or
+``{"kind": "epoch", "epoch": 1, "step": 63, "test_accuracy": 0.95}``. Readers skip a
+last line without a trailing newline and any line that is not a JSON object.
+
+``data.zarr`` is a zarr v3 group on the local filesystem (nested groups for the
+``/`` in array names). Every array uses the ``regular`` chunk grid, the ``default``
+chunk key encoding with separator ``"."``, the codecs ``bytes`` (little endian) then
+``zstd``, and fill value 0; a chunk holding only zeros may be absent (it reads as
+zeros). Numeric and boolean dtypes only.
+
+- A *record array* ``name`` of per-record shape S has shape ``(R, *S)`` and chunk
+  shape ``(1, *S)``: record ``i`` is the single file
+  ``data.zarr/<name>/c.<i>.0.0...`` (one ``.0`` per axis of S). Record arrays are
+  created at full capacity and never resized (a resize rewrites metadata, which a
+  crash could tear).
+- A *static array* (written once at creation) has its own
+  shape and one chunk.
+- A *whole-run copy* ``consolidated/<name>``, made when the run closes for each
+  record array of under 64 KB a record, holds its first ``count`` records (``count``
+  from the manifest's ``"consolidated"``) in one chunk of shape ``(count, *S)``, so a
+  viewer drawing every record reads one file. It is an optimisation: a reader that finds
+  it missing or inconsistent reads the per-record chunks instead. ``consolidated`` is
+  therefore not allowed as the first part of another array's name.
+
+Array names are ``/``-separated parts, each matching ``[A-Za-z0-9_][A-Za-z0-9_.+-]*``
+(which arrays a recorded run holds is :mod:`labkit.recording`'s business); dtypes are
+NumPy names (``float16``, ``float32``, ``int32``, ``uint8``, ``bool``, ...), the same as
+zarr v3's. A reader refuses an array that is not zarr v3, disagrees with the manifest
+in shape or dtype, or names a codec outside ``bytes``, ``transpose``, ``zstd``,
+``gzip``, ``blosc``, ``crc32c``.
+
+``gradchecks/gradcheck-YYYYmmdd-HHMMSS[-n].json``: one gradient-check report per file
+(n = 2, 3, ... when several land in the same second), written to a hidden temporary
+file and then linked into place, so a visible report is always complete. Oldest first
+is the order of (timestamp, n).
+
+``.lock``: the writer holds ``flock(LOCK_EX | LOCK_NB)`` on it for its lifetime (the
+OS releases it when the process dies, even on ``kill -9``) and writes its pid into
+it. A second writer on a locked run is refused.
+
+Creating a run writes the manifest (status ``"running"``) before anything else, so a
+writer that dies while creating leaves a crashed run, never an unrecognisable folder.
+Overwriting a finished run (only on request) keeps the folder and ``.lock``, first
+deletes ``records.jsonl`` (readers then see no records), writes the new manifest
+(new ``"id"``: readers following the old run notice), then replaces everything else.
+
+Guarantees hold against the death of the writer process; power loss can still lose
+array data the OS had not flushed (chunk files are not fsynced, for speed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "labkit-run/1"
+STATUSES = ("running", "completed", "interrupted", "failed")
+MANIFEST = "manifest.json"
+RECORDS = "records.jsonl"
+METRICS = "metrics.jsonl"
+DATA = "data.zarr"
+GRADCHECKS = "gradchecks"
+LOCK = ".lock"
+CONSOLIDATED = "consolidated"  # group of whole-run copies of small record arrays
+CONSOLIDATE_BELOW = 64 * 1024  # bytes per record: what a viewer reads for every record
+# Keys the store sets; FIXED_KEYS never change after creation.
+FIXED_KEYS = frozenset(
+    {"format", "id", "labkit_version", "created", "capacity", "record_arrays", "static_arrays"}
+)
+RESERVED_KEYS = FIXED_KEYS | {"status", "records", "ended", "consolidated"}
+# Codecs a reader accepts: plain byte layout, compression and checksums, never a codec
+# that could deserialize objects.
+SAFE_CODECS = frozenset({"bytes", "transpose", "zstd", "gzip", "blosc", "crc32c"})
+GRADCHECK_NAME = re.compile(r"^gradcheck-(\d{8}-\d{6})(?:-(\d+))?\.json$")
+CHUNK_KEYS = {"name": "default", "separator": "."}
+# zstd level 1: records are written while training, where speed counts for more than
+# the last few percent of size.
+RECORD_ZSTD_LEVEL = 1
+_NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+
+
+def chunk_path(run_path: Path, name: str, index: int, ndim: int) -> Path:
+    """The chunk file of record ``index`` of record array ``name`` (``ndim`` axes a record)."""
+    return run_path / DATA / name / ".".join(["c", str(index)] + ["0"] * ndim)
+
+
+# -- JSON: strict, with non-finite floats as null ------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays as Python values and non-finite floats as None."""
+    if isinstance(value, dict):
+        return {
+            (key.item() if isinstance(key, np.generic) else key): jsonable(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON text of ``value`` (see :func:`jsonable`)."""
+    return json.dumps(jsonable(value), allow_nan=False, ensure_ascii=False, **kwargs)
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+def check_name(name: str, kind: str) -> None:
+    """ValueError unless ``name`` is ``/``-separated safe parts and not the store's own."""
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if not all(_NAME_PART.match(part) for part in parts):
+        raise ValueError(
+            f"bad {kind} array name {name!r}: use '/'-separated parts of letters, digits, "
+            "'_', '-', '.', '+'"
+        )
+    if parts[0] == CONSOLIDATED:
+        raise ValueError(f"bad {kind} array name {name!r}: '{CONSOLIDATED}/' is the store's own")
+
+
+def check_dtype(dtype: Any, name: str) -> np.dtype:
+    """The dtype, if numeric or boolean (nothing that could hold objects); else ValueError."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise ValueError(f"array {name!r}: dtype {dtype} is not a numeric or boolean dtype")
+    return dtype
+
+
+def check_names(names: list[str]) -> None:
+    """No name may be both an array and a group holding other arrays."""
+    taken = set(names)
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in taken:
+                raise ValueError(f"array {name!r} would sit inside array {'/'.join(parts[:i])!r}")
+
+
+def manifest_problem(document: dict) -> str | None:
+    """What is wrong with a manifest's store-owned keys, or None."""
+    capacity = document.get("capacity")
+    if type(capacity) is not int or capacity < 0:
+        return f"bad capacity {capacity!r}"
+    if document.get("status") not in STATUSES:
+        return f"bad status {document.get('status')!r}"
+    for key in ("record_arrays", "static_arrays"):
+        table = document.get(key)
+        if not isinstance(table, dict):
+            return f"'{key}' is missing or not an object"
+        for name, spec in table.items():
+            try:
+                check_name(name, key)
+                shape = spec["shape"]
+                if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+                    raise ValueError
+                check_dtype(spec["dtype"], name)
+            except (ValueError, TypeError, KeyError):
+                return f"bad entry {name!r} in '{key}'"
+    consolidated = document.get("consolidated", {})
+    if not isinstance(consolidated, dict) or not all(
+        type(count) is int and name in document["record_arrays"]
+        for name, count in consolidated.items()
+    ):
+        return "bad 'consolidated' entry"
+    return None
