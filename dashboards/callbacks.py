@@ -9,6 +9,7 @@ from dash import Dash, Input, Output, State, ctx, html, no_update
 from dashboards import figures
 from dashboards.store import CachedRun, RunStore
 from labkit.errors import LabkitError
+from labkit.recording import ACTIVATION, GRADIENT, KINDS
 
 
 def run_options(store: RunStore) -> list[dict]:
@@ -87,18 +88,20 @@ def step_panels(cached: CachedRun, record: int, layer: int, compare: CachedRun |
             curves.add_trace(trace)
     hist = cached.hist
     activation = figures.histogram_at_step(
-        hist[record, layer, 0], edges, f"{names[layer]} activations"
+        hist[record, layer, ACTIVATION], edges, f"{names[layer]} activations"
     )
-    gradient = figures.histogram_at_step(hist[record, layer, 1], edges, f"{names[layer]} gradients")
+    gradient = figures.histogram_at_step(
+        hist[record, layer, GRADIENT], edges, f"{names[layer]} gradients"
+    )
     name = names[layer]
     activations_over_time = figures.histogram_over_time(
-        steps, hist[:, layer, 0], edges, step, title=f"{name} activations over training"
+        steps, hist[:, layer, ACTIVATION], edges, step, title=f"{name} activations over training"
     )
     over_time = figures.histogram_over_time(
-        steps, hist[:, layer, 1], edges, step, title=f"{name} gradients over training"
+        steps, hist[:, layer, GRADIENT], edges, step, title=f"{name} gradients over training"
     )
     l2 = fields.index("l2")
-    flow = figures.gradient_flow(steps, names, cached.stats[:, :, 1, l2], step)
+    flow = figures.gradient_flow(steps, names, cached.stats[:, :, GRADIENT, l2], step)
     ratio_names = run.update_ratio_names
     updates = figures.gradient_flow(
         steps,
@@ -110,7 +113,7 @@ def step_panels(cached: CachedRun, record: int, layer: int, compare: CachedRun |
     )
     warnings = figures.health_warnings(
         names,
-        {"activation": cached.stats[record, :, 0], "gradient": cached.stats[record, :, 1]},
+        {kind: cached.stats[record, :, row] for row, kind in enumerate(KINDS)},
         classes,
         fields=fields,
         update_ratios=dict(zip(ratio_names, cached.update_ratio[record].tolist(), strict=True)),

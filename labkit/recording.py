@@ -34,6 +34,7 @@ from labkit.runs import Run, open_run
 
 STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")
 KINDS = ("activation", "gradient")  # the two rows of each layer's stats and hist
+ACTIVATION, GRADIENT = (KINDS.index(kind) for kind in ("activation", "gradient"))  # rows
 _MAGNITUDES = 10.0 ** np.arange(-6, 2.01, 0.25)
 HIST_EDGES = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])  # one bin spans (-1e-6, 1e-6)
 PROBES = 16  # probe digits whose feature maps every record keeps

@@ -1,4 +1,9 @@
-"""Valid cross-correlation, stride 1, vectorized over the batch with im2col + BLAS."""
+"""Valid cross-correlation, stride 1, vectorized over the batch with im2col + BLAS.
+
+Its readable twin is :class:`labkit.reference.Convolutional`, the tutorial's per-sample
+``scipy.signal.correlate2d`` loops: the same function, held equal to this one within
+1e-10 in float64 by ``tests/test_reference_equality.py``. Read that one first.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +55,13 @@ class Convolutional(Layer):
         )
         bias_shape = self.out_shape if bias == "untied" else (self.depth,)
         self.params["biases"] = np.zeros(bias_shape, dtype=dtype)
+        # The bias-in-GEMM trick, for a one-channel input with a tied bias (a network's
+        # first layer): im2col gets a column of ones and the kernel matrix the biases as
+        # its last column, so the GEMM adds the bias and the weight-gradient GEMM sums its
+        # gradient. Adding it to, and summing it from, an (N*OH*OW, depth) array separately
+        # would cost more than the layer's own GEMMs. Only _im2col, _kernel_matrix,
+        # _add_bias and _bias_gradient look at this flag.
+        self.bias_in_gemm = d == 1 and bias == "tied"
 
     can_skip_input_gradient = True  # backward(..., input_gradient=False) is supported
 
@@ -72,27 +84,19 @@ class Convolutional(Layer):
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return self.out_shape
 
-    def _bias_in_gemm(self) -> bool:
-        """Single-channel input with a tied bias: the bias rides in the GEMM as a ones column.
-
-        For the first layer of a network, adding the bias to and summing it from a
-        (N*OH*OW, depth) array costs more than the convolution's own GEMMs.
-        """
-        return self.input_shape[0] == 1 and self.bias_mode == "tied"
-
     def _im2col(self, input: np.ndarray) -> np.ndarray:
-        """``cols[(n, y, x), (a, b, c)] = X[n, c, y + a, x + b]`` (+ a ones column, see above)."""
+        """``cols[(n, y, x), (a, b, c)] = X[n, c, y + a, x + b]`` (+ ones: ``bias_in_gemm``)."""
         n = input.shape[0]
         _, oh, ow = self.out_shape
         k = self.kernel_size
         if self.input_shape[0] == 1:
             # One channel: the k*k shifted images, copied as rows of a (k*k, N*OH*OW) buffer
             # used transposed; much faster than gathering runs of k pixels.
-            rows = k * k + self._bias_in_gemm()
+            rows = k * k + self.bias_in_gemm
             buffer = np.empty((rows, n, oh, ow), dtype=input.dtype)
             windows = sliding_window_view(input[:, 0], (k, k), axis=(1, 2))  # (n, oh, ow, a, b)
             buffer[: k * k].reshape(k, k, n, oh, ow)[...] = windows.transpose(3, 4, 0, 1, 2)
-            if self._bias_in_gemm():
+            if self.bias_in_gemm:
                 buffer[-1] = 1
             return buffer.reshape(rows, -1).T
         # Channels-last windows: one gather whose innermost runs are d channels long.
@@ -103,9 +107,25 @@ class Convolutional(Layer):
         """Kernels as ``(depth, (a, b, c))`` rows matching the im2col columns."""
         depth = self.depth
         kernels = self.kernels.transpose(0, 2, 3, 1).reshape(depth, -1)
-        if self._bias_in_gemm():
+        if self.bias_in_gemm:
             kernels = np.concatenate([kernels, self.biases[:, None]], axis=1)
         return kernels
+
+    def _add_bias(self, out: np.ndarray) -> None:
+        """Add the biases to the channels-last output ``(N, OH, OW, depth)`` in place."""
+        if self.bias_mode == "untied":
+            out += self.biases.transpose(1, 2, 0)
+        elif not self.bias_in_gemm:  # else the GEMM added it
+            out += self.biases
+
+    def _bias_gradient(self, output_gradient, grad, full) -> np.ndarray:
+        """dE/dbiases from dY ``(N, depth, OH, OW)``, its channels-last rows ``grad`` and
+        the weight-gradient GEMM ``full`` (whose last column it is under ``bias_in_gemm``)."""
+        if self.bias_mode == "untied":
+            return output_gradient.sum(axis=0)
+        if self.bias_in_gemm:
+            return full[:, -1].copy()
+        return grad.sum(axis=0)  # rows of the channels-last view
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         check_input(self, input, self.input_shape)
@@ -117,10 +137,7 @@ class Convolutional(Layer):
         # the next convolution reads without a transpose copy.
         self._cols = self._im2col(input)
         out = (self._cols @ self._kernel_matrix().T).reshape(n, oh, ow, depth)
-        if self.bias_mode == "untied":
-            out += self.biases.transpose(1, 2, 0)
-        elif not self._bias_in_gemm():
-            out += self.biases
+        self._add_bias(out)
         return out.transpose(0, 3, 1, 2)
 
     def backward(
@@ -146,12 +163,7 @@ class Convolutional(Layer):
         full = (self._cols.T @ grad).T  # cols.T is contiguous for one-channel input: 3x faster
         kernels_grad = full[:, : k * k * d].reshape(depth, k, k, d)
         self.grads["kernels"] = np.ascontiguousarray(kernels_grad.transpose(0, 3, 1, 2))
-        if self.bias_mode == "untied":
-            self.grads["biases"] = output_gradient.sum(axis=0)
-        elif self._bias_in_gemm():
-            self.grads["biases"] = full[:, -1].copy()
-        else:
-            self.grads["biases"] = grad.sum(axis=0)  # rows of the channels-last view
+        self.grads["biases"] = self._bias_gradient(output_gradient, grad, full)
 
         # dX is the full convolution of dY with K. As col2im it is k*k shifted adds of
         # dY @ K[:, :, a, b]; one small GEMM per offset keeps each add's source contiguous,
