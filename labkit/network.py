@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from labkit import hooks
-from labkit import layers as layer_module
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, one_line
+from labkit.layers import registry
 from labkit.layers.base import Layer
 from labkit.parallel import DataParallel
 
@@ -102,6 +103,29 @@ class Network:
             shape = (first.input_size,)
         return tuple(shape) if shape is not None else None
 
+    def output_shapes(self, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Each layer's per-sample output shape for a per-sample ``input_shape``, found by
+        passing one zero sample through (so a user's layer needs no ``output_shape``).
+
+        Shapes that do not chain are a LabkitError naming the two layers and the shapes.
+        """
+        params = (value for layer in self.layers for value in layer.params.values())
+        dtype = next((value.dtype for value in params), np.float32)
+        x = np.zeros((1, *input_shape), dtype=dtype)
+        shapes, previous = [], "the input"
+        for layer in self.layers:
+            try:
+                x = np.asarray(copy.copy(layer).forward(x))  # a copy keeps no cached input
+            except Exception as exc:  # a user's layer may raise anything on a bad shape
+                reason = one_line(exc).removeprefix(f"{layer.describe()}: ")
+                raise LabkitError(
+                    f"{layer.describe()} does not take {previous}'s output "
+                    f"{tuple(x.shape[1:])} per sample: {reason}"
+                ) from None
+            shapes.append(tuple(x.shape[1:]))
+            previous = layer.describe()
+        return shapes
+
     def parameter_count(self) -> int:
         return sum(int(p.size) for layer in self.layers for p in layer.params.values())
 
@@ -137,8 +161,12 @@ class Network:
         }
 
     def architecture(self) -> list[dict]:
-        """The layer classes and constructor arguments, as plain JSON-able data."""
-        return [{"class": type(layer).__name__, "config": layer.config()} for layer in self.layers]
+        """The layer classes and constructor arguments, as plain JSON-able data: labkit's
+        own classes by name, any other as ``module:qualname`` (see labkit.layers.registry)."""
+        return [
+            {"class": registry.class_name(type(layer)), "config": layer.config()}
+            for layer in self.layers
+        ]
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the architecture (JSON) and weights to one ``.npz``; no pickle involved."""
@@ -147,21 +175,37 @@ class Network:
             np.savez(handle, **{ARCHITECTURE_KEY: np.array(spec)}, **self.state_dict())
 
     @classmethod
-    def from_architecture(cls, spec: list[dict]) -> Network:
-        """A fresh network from :meth:`architecture`'s description (built-in layers only)."""
-        try:
-            return cls([_build_layer(entry) for entry in spec])
-        except (ValueError, TypeError, KeyError, MemoryError) as exc:
-            raise LabkitError(f"unreadable architecture ({exc!r})") from None
+    def from_architecture(cls, spec: list[dict], layers: Iterable[type] = ()) -> Network:
+        """A fresh network from :meth:`architecture`'s description.
+
+        labkit's layers are known by name; a user's class only when it is in ``layers``
+        (or registered): a description never imports code by itself.
+        """
+        if not isinstance(spec, list) or not spec:
+            raise LabkitError("unreadable architecture (expected a non-empty list of layers)")
+        layers = tuple(layers)
+        built = []
+        for index, entry in enumerate(spec):
+            if not isinstance(entry, dict) or not isinstance(entry.get("config", {}), dict):
+                raise LabkitError(f"layer {index}: expected {{'class': ..., 'config': {{...}}}}")
+            layer_class = registry.resolve(entry.get("class"), layers)
+            try:
+                built.append(layer_class(**_config(entry.get("config", {}))))
+            except (ValueError, TypeError, KeyError, MemoryError) as exc:
+                raise LabkitError(
+                    f"layer {index} ({entry.get('class')}): bad config ({one_line(exc)})"
+                ) from None
+        return cls(built)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Network:
-        """Rebuild a network saved with :meth:`save` (never unpickles anything)."""
+    def load(cls, path: str | os.PathLike, layers: Iterable[type] = ()) -> Network:
+        """Rebuild a network saved with :meth:`save` (never unpickles or imports anything;
+        a user's layer classes come from ``layers``, as in :meth:`from_architecture`)."""
         arrays = _read_npz(path)
         if ARCHITECTURE_KEY not in arrays:
             raise LabkitError(f"{path}: not a labkit weights file (no architecture inside)")
         try:
-            network = cls.from_architecture(json.loads(str(arrays[ARCHITECTURE_KEY])))
+            network = cls.from_architecture(json.loads(str(arrays[ARCHITECTURE_KEY])), layers)
         except json.JSONDecodeError as exc:
             raise LabkitError(f"{path}: unreadable architecture ({exc!r})") from None
         except LabkitError as exc:
@@ -208,16 +252,6 @@ def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise LabkitError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-LOADABLE_LAYERS = {cls.__name__: cls for cls in layer_module.BUILTIN_LAYERS}
-
-
-def _build_layer(entry: dict) -> Layer:
-    """Only the built-in, fully described layers can come out of a file."""
-    cls = LOADABLE_LAYERS.get(entry["class"])
-    if cls is None:
-        raise ValueError(f"unknown layer class {entry['class']!r}")
-    config = {
-        key: tuple(value) if isinstance(value, list) else value
-        for key, value in entry["config"].items()
-    }
-    return cls(**config)
+def _config(config: dict) -> dict:
+    """A stored config as constructor arguments (JSON lists back to tuples)."""
+    return {key: tuple(v) if isinstance(v, list) else v for key, v in config.items()}

@@ -66,10 +66,10 @@ def run_layout(network: Network, probe_shape: tuple[int, ...]) -> tuple[dict, di
     """
     arrays: dict[str, tuple[tuple[int, ...], str]] = {}
     layers, ratio_names = [], []
-    count_probes, shape = probe_shape[0], tuple(probe_shape[1:])
-    for index, layer in enumerate(network.layers):
+    count_probes = probe_shape[0]
+    shapes = network.output_shapes(tuple(probe_shape[1:]))
+    for index, (layer, shape) in enumerate(zip(network.layers, shapes, strict=True)):
         key = layer_key(index, layer)
-        shape = tuple(layer.output_shape(shape))
         arrays[feature_array(key)] = ((count_probes, *shape), "float16")
         for name, value in layer.params.items():
             arrays[param_array(key, name)] = (tuple(value.shape), "float32")

@@ -5,12 +5,8 @@ from labkit.layers.base import Layer
 from labkit.layers.convolutional import Convolutional
 from labkit.layers.dense import Dense
 from labkit.layers.pooling import MaxPool
+from labkit.layers.registry import BUILTIN_LAYERS, register_layer
 from labkit.layers.reshape import Flatten, Reshape
-
-# labkit's own layers: the ones Network.load rebuilds and DataParallel may run on threads.
-BUILTIN_LAYERS = frozenset(
-    {Convolutional, Dense, MaxPool, Reshape, Flatten, Sigmoid, Tanh, ReLU, Softmax}
-)
 
 __all__ = [
     "BUILTIN_LAYERS",
@@ -25,5 +21,6 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "register_layer",
     "softmax",
 ]

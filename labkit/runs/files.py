@@ -13,12 +13,6 @@ from labkit.errors import LabkitError
 from labkit.runs.format import LOCK
 
 
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type when it has none)."""
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 def now_iso() -> str:
     """The local time, ISO 8601 with its UTC offset, to the second."""
     return datetime.now().astimezone().isoformat(timespec="seconds")

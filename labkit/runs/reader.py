@@ -20,8 +20,8 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from labkit.errors import LabkitError
-from labkit.runs.files import dir_size, one_line, writer_alive
+from labkit.errors import LabkitError, one_line
+from labkit.runs.files import dir_size, writer_alive
 from labkit.runs.format import (
     CONSOLIDATED,
     DATA,

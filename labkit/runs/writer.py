@@ -22,14 +22,13 @@ from numcodecs import Zstd
 from zarr.storage import LocalStore
 
 from labkit import __version__
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, one_line
 from labkit.runs.files import (
     acquire_lock,
     atomic_write,
     fsync_dir,
     lock_pid,
     now_iso,
-    one_line,
     write_all,
     writer_alive,
 )

@@ -1,0 +1,188 @@
+"""``--model``: a preset, a JSON architecture, or the user's own Python, as a network.
+
+The forms (one home for them; every subcommand that takes ``--model`` comes here):
+
+- ``lenet``, ``tutorial``: the presets;
+- ``FILE.json``: a list of layers ``[{"class": "Convolutional", "config": {...}}, ...]``,
+  the form :meth:`Network.save` stores — labkit's layers only, no code at all;
+- ``PATH/TO/FILE.py:NAME`` or ``package.module:NAME``: NAME is a :class:`Network`, or a
+  function returning one (called with ``seed=`` when it takes it); where a single layer
+  may be checked (``labkit gradcheck``), NAME may also be a layer, or a class or function
+  that makes one.
+
+Only this text, which the user typed, ever imports code: the layer classes defined in
+(or imported by) that module come back in :attr:`Model.classes`, and reading a weights
+file or a run made from it needs them passed in (see :mod:`labkit.layers.registry`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from labkit.errors import LabkitError, one_line
+from labkit.layers.base import Layer
+from labkit.layers.registry import BUILTIN_LAYERS
+from labkit.models import MODELS
+from labkit.network import Network
+
+MODEL_HELP = (
+    "a preset (lenet, tutorial), a JSON architecture FILE.json, or your own code: "
+    "FILE.py:NAME or package.module:NAME, NAME a Network or a function returning one"
+)
+
+
+@dataclass
+class Model:
+    """What a ``--model`` text gave: a network (or, where allowed, one layer), the text,
+    and the user's layer classes that files made from it need to be read back."""
+
+    spec: str
+    network: Network | None = None
+    layer: Layer | None = None
+    classes: tuple[type, ...] = field(default_factory=tuple)
+
+    @property
+    def label(self) -> str:
+        """A short name for messages and default folder names (``lenet``, ``my_net``)."""
+        if self.spec in MODELS:
+            return self.spec
+        source, _, name = self.spec.rpartition(":")
+        if source and name:
+            return name
+        return Path(self.spec).stem
+
+
+def load_model(spec: str, seed: int = 0, *, allow_layer: bool = False) -> Model:
+    """The network (or layer, with ``allow_layer``) a ``--model`` text names; LabkitError
+    in one line for anything else (a missing file, the user's code failing to import, a
+    NAME that is missing or gives neither, a bad JSON architecture)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise LabkitError(f"--model: expected {MODEL_HELP}")
+    if spec in MODELS:
+        return Model(spec, network=MODELS[spec](seed=seed))
+    if spec.endswith(".json"):
+        return Model(spec, network=_from_json(Path(spec)))
+    source, colon, name = spec.rpartition(":")
+    if not colon or not source or not name:
+        known = ", ".join(sorted(MODELS))
+        raise LabkitError(
+            f"--model {spec!r}: not a preset ({known}), a .json file, or FILE.py:NAME / "
+            "package.module:NAME"
+        )
+    module = _import(source)
+    if not hasattr(module, name):
+        raise LabkitError(f"--model {spec!r}: {source} defines no {name!r}")
+    made = _make(getattr(module, name), seed, spec)
+    classes = layer_classes(module)
+    if isinstance(made, Network):
+        own = (type(layer) for layer in made.layers if type(layer) not in BUILTIN_LAYERS)
+        classes = tuple(dict.fromkeys([*classes, *own]))
+        return Model(spec, network=made, classes=classes)
+    if isinstance(made, Layer) and allow_layer:
+        own = () if type(made) in BUILTIN_LAYERS else (type(made),)
+        return Model(spec, layer=made, classes=tuple(dict.fromkeys([*classes, *own])))
+    wanted = "a Network or a Layer" if allow_layer else "a Network"
+    raise LabkitError(f"--model {spec!r}: {name} gives {type(made).__name__}, not {wanted}")
+
+
+def layer_classes(module: ModuleType) -> tuple[type, ...]:
+    """The Layer subclasses a module defines or imports, other than labkit's own."""
+    return tuple(
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Layer)
+        and value is not Layer
+        and value not in BUILTIN_LAYERS
+    )
+
+
+def _from_json(path: Path) -> Network:
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LabkitError(f"--model {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabkitError(f"--model {path}: cannot read it ({one_line(exc)})") from None
+    except json.JSONDecodeError as exc:
+        raise LabkitError(f"--model {path}: not valid JSON ({one_line(exc)})") from None
+    try:
+        return Network.from_architecture(spec)
+    except LabkitError as exc:
+        raise LabkitError(f"--model {path}: {exc}") from None
+
+
+def _import(source: str) -> ModuleType:
+    """The module a ``FILE.py`` path or a dotted module name points at."""
+    if source.endswith(".py") or "/" in source or "\\" in source:
+        path = Path(source)
+        if not path.is_file():
+            raise LabkitError(f"--model {source}: no such file")
+        name = path.stem if path.stem.isidentifier() else "user_model"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # so the module's classes pickle/copy by their name
+        _run_user_code(lambda: spec.loader.exec_module(module), source)
+        return module
+    try:
+        return _run_user_code(lambda: importlib.import_module(source), source)
+    except ModuleNotFoundError as exc:
+        if exc.name and source.startswith(exc.name):  # the module itself, not its imports
+            raise LabkitError(f"--model {source}: no module named {exc.name!r}") from None
+        raise
+
+
+def _make(target: Any, seed: int, spec: str) -> Any:
+    """``target`` itself, or what calling it gives (with ``seed=`` when it takes one)."""
+    if isinstance(target, Network | Layer) or not callable(target):
+        return target
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    takes_seed = "seed" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+    return _run_user_code(lambda: target(seed=seed) if takes_seed else target(), spec)
+
+
+def _run_user_code(job, where: str) -> Any:
+    """Run the user's code; an exception in it becomes one line with the user's own
+    file:line and error (no labkit traceback)."""
+    try:
+        return job()
+    except LabkitError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and where.startswith(exc.name):
+            raise
+        raise LabkitError(f"--model {where}: {_user_frame(exc)}") from None
+    except (Exception, SystemExit) as exc:
+        raise LabkitError(f"--model {where}: {_user_frame(exc)}") from None
+
+
+def _user_frame(exc: BaseException) -> str:
+    """``file:line: Error: message`` at the innermost frame outside labkit and importlib."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    package = str(Path(__file__).resolve().parent)
+    own = [
+        frame
+        for frame in frames
+        if not frame.filename.startswith(package) and "importlib" not in frame.filename
+    ]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}:{exc.lineno}: "
+    elif own:
+        where = f"{own[-1].filename}:{own[-1].lineno}: "
+    else:
+        where = ""
+    return f"{where}{type(exc).__name__}: {one_line(exc)}"
