@@ -26,7 +26,7 @@ class Tolerance:
     rtol: float
     atol: float
 
-    def allowed(self, reference):
+    def allowed(self, reference: float | np.ndarray) -> float | np.ndarray:
         """The error allowed against ``reference`` (a float or an array of them)."""
         return self.atol + self.rtol * abs(reference)
 
