@@ -12,7 +12,7 @@ import argparse
 import statistics
 import time
 
-from labkit.commands.gradcheck import digits, jitter_biases, layer_inputs
+from labkit.checks import digits, jitter_biases, layer_inputs
 from labkit.gradcheck import check_layer, check_network
 from labkit.models import lenet
 

@@ -174,24 +174,16 @@ def gradcheck_rows(cached: CachedRun) -> list[dict]:
 
 def check_at_step(cached: CachedRun, record: int) -> str:
     """Run a fast gradient check on the weights of the record's step and store it."""
-    from labkit.commands.gradcheck import digits, run_checks
+    from labkit.checks import check_all
     from labkit.runs import write_gradcheck
 
     run = cached.run
     step = int(run.steps[record])
     network = run.network_at(step)
-    x, y = digits(2)  # the input `labkit gradcheck` checks with
-    reports = run_checks(network, x, y, fast=True)
-    passed = all(report.passed for report in reports)
-    document = {
-        "subject": f"run {run.path.name} at step {step}",
-        "step": step,
-        "mode": "fast",
-        "passed": passed,
-        "reports": [report.to_dict() for report in reports],
-    }
-    write_gradcheck(run.path, document)
-    return f"step {step:,}: {'all passed' if passed else 'FAILED'}"
+    suite = check_all(network, fast=True, subject=f"run {run.path.name} at step {step}")
+    suite.step = step
+    write_gradcheck(run.path, suite.to_dict())
+    return f"step {step:,}: {'all passed' if suite.passed else 'FAILED'}"
 
 
 def register(app: Dash, store: RunStore) -> None:

@@ -660,23 +660,17 @@ def gradcheck_table(report: dict) -> list[dict]:
     """Rows for a Dash DataTable (columns ``GRADCHECK_COLUMNS``) from a gradcheck report.
 
     ``report`` is the JSON document ``labkit gradcheck`` writes (``{"reports": [...]}``)
-    or one report of it (``{"subject", "passed", "checks"}``).
+    or one report of it (``{"subject", "passed", "checks"}``); the status is rebuilt from
+    the check's fields, as the CLI prints it (a stored ``status`` may be the old short one).
     """
+    from labkit.reports import status_text
+
     reports = report.get("reports", [report]) if isinstance(report, dict) else []
     rows = []
     for sub in reports:
         for check in sub.get("checks", []):
             failures, checked = check.get("failures", 0), check.get("checked", 0)
-            note, analytic = check.get("note") or "", check.get("analytic")
-            status = check.get("status", "")
-            if note:
-                status = f"FAIL: {note}"
-            elif failures and analytic is not None:
-                numeric = check.get("numeric")
-                status = (
-                    f"FAIL {failures}/{checked} (analytic {_short(analytic, 6)}, "
-                    f"numeric {_short(numeric, 6)} at worst)"
-                )
+            note = check.get("note") or ""
             worst = check.get("worst_index")
             shape = check.get("shape") or []
             rows.append(
@@ -692,7 +686,7 @@ def gradcheck_table(report: dict) -> list[dict]:
                     "max_abs_error": _sci(check.get("max_abs_error")),
                     "max_rel_error": _sci(check.get("max_rel_error")),
                     "worst_index": "-" if worst is None else str(tuple(worst)),
-                    "status": status,
+                    "status": status_text(check),
                     "passed": bool(check.get("passed", not failures and not note)),
                 }
             )

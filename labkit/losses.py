@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from labkit.errors import LabkitError
 from labkit.layers.activations import softmax
 
 
@@ -67,3 +68,13 @@ LOSSES: dict[str, Loss] = {
         "softmax_cross_entropy", softmax_cross_entropy, softmax_cross_entropy_prime
     ),
 }
+
+
+def resolve_loss(loss: str | Loss) -> Loss:
+    """The loss named ``loss`` in :data:`LOSSES` (a :class:`Loss` passes through as it is);
+    an unknown name is a one-line LabkitError listing the known ones."""
+    if not isinstance(loss, str):
+        return loss
+    if loss not in LOSSES:
+        raise LabkitError(f"unknown loss {loss!r} (known: {', '.join(sorted(LOSSES))})")
+    return LOSSES[loss]

@@ -23,15 +23,12 @@ import numpy as np
 from labkit.gradcheck import (
     OVERWROTE,
     GradcheckError,
-    LayerReport,
-    TensorCheck,
-    _labkit_pass,
-    _name,
-    _require_backward,
-    _Settings,
-    _summarize,
-    _valid_gradient,
+    backward_pass,
     float64_copy,
+    layer_name,
+    require_backward,
+    valid_gradient,
+    validated_tolerance,
 )
 from labkit.layers import (
     Convolutional,
@@ -45,6 +42,7 @@ from labkit.layers import (
     Tanh,
 )
 from labkit.losses import LOSSES
+from labkit.reports import FlatPositions, LayerReport, TensorCheck, Tolerance, summarize
 
 MODE = "tensorflow"
 MISSING = "the TensorFlow oracle needs tensorflow: pip install 'labkit[tensorflow]'"
@@ -135,61 +133,37 @@ def _op_for(layer) -> Callable:
     for cls in type(layer).__mro__:
         if cls in OPS:
             return OPS[cls]
-    raise GradcheckError(f"{_name(layer)}: no TensorFlow counterpart for {type(layer).__name__}")
+    kind = type(layer).__name__
+    raise GradcheckError(f"{layer_name(layer)}: no TensorFlow counterpart for {kind}")
 
 
 # -- comparison ----------------------------------------------------------------------
 
 
-class _Positions:
-    """Lazy ``positions[i]`` = multi-index of flat element ``i`` (no list of every tuple)."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.shape = shape
-
-    def __getitem__(self, i: int) -> tuple[int, ...]:
-        return tuple(int(v) for v in np.unravel_index(i, self.shape))
-
-
-def _settings(rtol: float, atol: float) -> _Settings:
-    """gradcheck's settings; only ``rtol`` and ``atol`` matter for a direct comparison."""
-    if rtol < 0 or atol < 0:
-        raise GradcheckError(f"rtol and atol must be >= 0, got {rtol}, {atol}")
-    return _Settings(
-        eps=0.0,
-        rtol=rtol,
-        atol=atol,
-        mode=MODE,
-        directions=0,
-        max_elements=None,
-        rng=np.random.default_rng(0),
-    )
-
-
-def _compare(check: TensorCheck, ours, theirs: np.ndarray, s: _Settings) -> TensorCheck:
+def _compare(check: TensorCheck, ours, theirs: np.ndarray, tolerance: Tolerance) -> TensorCheck:
     """Fill ``check`` from labkit's ``ours`` against TensorFlow's ``theirs``, element-wise."""
     ours = np.asarray(ours, dtype=np.float64)
     if ours.shape != theirs.shape:
         check.note = f"labkit gives shape {ours.shape}, TensorFlow {theirs.shape}"
         return check
-    return _summarize(
+    return summarize(
         check,
         ours.reshape(-1),
         theirs.reshape(-1),
         np.zeros(ours.size, dtype=bool),
-        _Positions(ours.shape),
-        s,
+        FlatPositions(ours.shape),
+        tolerance,
     )
 
 
-def _compare_gradient(check: TensorCheck, value, grad, theirs, s: _Settings) -> TensorCheck:
+def _compare_gradient(check: TensorCheck, value, grad, theirs, tolerance: Tolerance) -> TensorCheck:
     """Like :func:`_compare`, after gradcheck's notes for a missing or malformed gradient."""
     if theirs is None:
         check.note = "not compared: labkit and TensorFlow outputs differ in shape"
         return check
-    if not _valid_gradient(check, value, grad):
+    if not valid_gradient(check, value, grad):
         return check
-    return _compare(check, grad, theirs, s)
+    return _compare(check, grad, theirs, tolerance)
 
 
 # -- layers ----------------------------------------------------------------------------
@@ -199,10 +173,10 @@ def check_layer_against_tensorflow(
     layer, x: np.ndarray, *, seed: int = 0, rtol: float = 1e-7, atol: float = 1e-9
 ) -> LayerReport:
     """Compare ``layer``'s output, input gradient and parameter gradients with TensorFlow."""
-    name = _name(layer)
-    s = _settings(rtol, atol)
+    name = layer_name(layer)
+    tolerance = validated_tolerance(rtol, atol)
     op = _op_for(layer)
-    _require_backward(layer)
+    require_backward(layer)
     tf = _tensorflow()
     work = float64_copy(layer)
     x = np.array(x, dtype=np.float64, order="C")
@@ -210,22 +184,23 @@ def check_layer_against_tensorflow(
         raise GradcheckError(f"{name}: x must be a non-empty batch (N, ...), got shape {x.shape}")
 
     rng = np.random.default_rng(seed)
-    output, projection, grad_x, grads, overwritten = _labkit_pass(work, name, x, rng)
+    output, projection, grad_x, grads, overwrote = backward_pass(work, name, x, rng)
     params = {key: np.array(value) for key, value in (getattr(work, "params", None) or {}).items()}
     tf_output, tf_grad_x, tf_grads = _tensorflow_pass(tf, op, work, x, params, projection)
 
     report = LayerReport(name)
     report.checks.append(
-        _compare(TensorCheck(name, "output", output.shape, MODE), output, tf_output, s)
+        _compare(TensorCheck(name, "output", output.shape, MODE), output, tf_output, tolerance)
     )
     input_check = TensorCheck(name, "input", tuple(x.shape), MODE)
-    report.checks.append(_compare_gradient(input_check, x, grad_x, tf_grad_x, s))
-    if overwritten:  # as in gradcheck: callers (hooks, the network) may still hold that array
+    report.checks.append(_compare_gradient(input_check, x, grad_x, tf_grad_x, tolerance))
+    if overwrote:  # as in gradcheck: callers (hooks, the network) may still hold that array
         input_check.note = OVERWROTE
     for pname, value in params.items():
         check = TensorCheck(name, pname, tuple(value.shape), MODE)
         theirs = None if tf_grads is None else tf_grads[pname]
-        report.checks.append(_compare_gradient(check, value, grads.get(pname), theirs, s))
+        gradient = grads.get(pname)
+        report.checks.append(_compare_gradient(check, value, gradient, theirs, tolerance))
     return report
 
 
@@ -244,7 +219,7 @@ def _tensorflow_pass(tf, op: Callable, layer, x: np.ndarray, params: dict, proje
         except (ValueError, tf.errors.InvalidArgumentError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise GradcheckError(
-                f"{_name(layer)}: TensorFlow rejects the input: {message}"
+                f"{layer_name(layer)}: TensorFlow rejects the input: {message}"
             ) from None
         if tuple(y.shape) != projection.shape:
             return y.numpy(), None, None
@@ -296,7 +271,7 @@ def check_loss_against_tensorflow(
     if loss_name not in LOSS_OPS:
         known = ", ".join(sorted(LOSS_OPS))
         raise GradcheckError(f"{loss_name}: no TensorFlow counterpart (known: {known})")
-    s = _settings(rtol, atol)
+    tolerance = validated_tolerance(rtol, atol)
     tf = _tensorflow()
     loss = LOSSES[loss_name]
     y_true = np.array(y_true, dtype=np.float64)
@@ -318,7 +293,8 @@ def check_loss_against_tensorflow(
 
     report = LayerReport(loss_name)
     value_check = TensorCheck(loss_name, "loss", (), MODE)
-    report.checks.append(_compare(value_check, value, t_value.numpy(), s))
+    report.checks.append(_compare(value_check, value, t_value.numpy(), tolerance))
     prime_check = TensorCheck(loss_name, "input", tuple(y_pred.shape), MODE)
-    report.checks.append(_compare_gradient(prime_check, y_pred, prime, t_prime.numpy(), s))
+    prime_check = _compare_gradient(prime_check, y_pred, prime, t_prime.numpy(), tolerance)
+    report.checks.append(prime_check)
     return report

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from labkit.data import MNIST, one_hot
-from labkit.losses import LOSSES, Loss
+from labkit.losses import Loss, resolve_loss
 from labkit.network import Network
 from labkit.optim import Optimizer
 from labkit.parallel import DataParallel, single_threaded_blas
@@ -117,7 +117,7 @@ class Trainer:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.network = network
         self.optimizer = optimizer
-        self.loss = LOSSES[loss] if isinstance(loss, str) else loss
+        self.loss = resolve_loss(loss)
         self.batch_size = int(batch_size)
         self.rng = np.random.default_rng(seed)
         self.callbacks = list(callbacks)

@@ -108,10 +108,18 @@ def test_a_fast_check_at_a_step_is_stored_and_listed(runs_dir):
     cached = RunStore(runs_dir).get("lenet")
     assert callbacks.gradcheck_rows(cached) == []
     status = callbacks.check_at_step(cached, 2)
-    assert status == f"step {int(cached.run.steps[2]):,}: all passed"
+    step = int(cached.run.steps[2])
+    assert status == f"step {step:,}: all passed"
     cached.refresh()
     rows = callbacks.gradcheck_rows(cached)
     assert rows and any("Convolutional" in str(row) for row in rows)
+    (document,) = cached.run.gradchecks  # the document labkit gradcheck writes, and the step
+    keys = {"subject", "created", "mode", "oracle", "seconds", "passed", "reports", "step"}
+    assert set(document) == keys
+    assert (document["step"], document["mode"], document["passed"]) == (step, "fast", True)
+    assert document["subject"] == f"run lenet at step {step}"
+    subjects = [report["subject"] for report in document["reports"]]
+    assert subjects == [e["key"] for e in cached.run.layers] + ["network"]
 
 
 def test_comparing_two_runs_overlays_the_second_curves(runs_dir):

@@ -15,7 +15,7 @@ import pytest
 
 from dashboards import figures as F
 from labkit.gradcheck import check_layer
-from labkit.layers import Dense
+from labkit.layers import Dense, ReLU
 from labkit.recording import HIST_EDGES, STATS_FIELDS
 
 BINS = len(HIST_EDGES) - 1
@@ -366,6 +366,24 @@ def test_gradcheck_table_formats_a_stored_report():
         assert {column["id"] for column in F.GRADCHECK_COLUMNS} <= set(row)
         assert all(isinstance(value, str | int | float | bool) for value in row.values())
     assert F.gradcheck_table(passed) == rows[: len(passed["checks"])]  # one report alone
+
+
+def test_gradcheck_table_status_is_the_cli_status_also_for_old_reports():
+    import mutants
+
+    x = np.random.default_rng(0).normal(size=(2, 4))
+    failing = check_layer(mutants.DenseInputScaled(4, 3, rng=0), x)  # input fails
+    missing = check_layer(mutants.ConvMissingBiasGrad((1, 4, 4), 2, 2, rng=0))  # a note
+    kinks = check_layer(ReLU(), np.array([[0.0, 1.0, 0.0]]))
+    checks = [*failing.checks, *missing.checks, *kinks.checks]
+    document = {"reports": [failing.to_dict(), missing.to_dict(), kinks.to_dict()]}
+    for entry in (c for report in document["reports"] for c in report["checks"]):
+        entry["status"] = "FAIL" if not entry["passed"] else entry["status"]  # as stored before
+    rows = F.gradcheck_table(json.loads(json.dumps(document)))
+    assert [row["status"] for row in rows] == [check.status for check in checks]
+    assert rows[0]["status"].startswith("FAIL 8/8 (analytic ")
+    assert "FAIL: backward left grads['biases'] unset" in [row["status"] for row in rows]
+    assert rows[-1]["status"] == "ok (2 kinks)"
 
 
 def test_empty_figure_says_its_message():

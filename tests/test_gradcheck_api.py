@@ -23,7 +23,10 @@ from labkit.layers import (
     Sigmoid,
     Softmax,
 )
+from labkit.losses import LOSSES, resolve_loss
 from labkit.network import Network
+from labkit.optim import SGD
+from labkit.train import Trainer
 
 
 class DenseZeroInputGrad(Dense):
@@ -51,7 +54,8 @@ def test_fields_of_a_failing_check_with_a_known_analytic_gradient():
     c = report["input"]
     assert (c.layer, c.tensor, c.shape, c.mode) == (report.subject, "input", (3, 4), "full")
     assert c.checked == c.failures == 12 and c.kinks == 0 and c.note == ""
-    assert c.passed is False and c.status == "FAIL"
+    assert c.passed is False
+    assert c.status == f"FAIL 12/12 (analytic {c.analytic:.6g}, numeric {c.numeric:.6g} at worst)"
     # analytic is 0 everywhere, so the worst element is the largest true gradient, its
     # absolute error is that gradient, and every relative error is exactly 1
     assert c.analytic == 0.0
@@ -358,6 +362,22 @@ def test_network_input_of_the_wrong_shape_is_refused():
 
 def test_gradcheck_error_is_a_labkit_and_value_error():
     assert issubclass(GradcheckError, LabkitError) and issubclass(GradcheckError, ValueError)
+
+
+def test_an_unknown_loss_is_one_line_naming_the_known_ones():
+    with pytest.raises(LabkitError) as exc_info:
+        resolve_loss("hinge")
+    message = str(exc_info.value)
+    assert message.startswith("unknown loss 'hinge'") and "\n" not in message
+    assert all(name in message for name in LOSSES)
+    assert resolve_loss("mse") is LOSSES["mse"]
+    custom = m.NO_MEAN_LOSS
+    assert resolve_loss(custom) is custom
+    network = Network([Dense(3, 2, rng=0)])
+    with pytest.raises(LabkitError, match="^unknown loss 'hinge'"):
+        check_network(network, np.ones((2, 3)), np.eye(2), loss="hinge")
+    with pytest.raises(LabkitError, match="^unknown loss 'hinge'"):  # the trainer: the same
+        Trainer(network, SGD(network, lr=0.1), loss="hinge", progress=False)
 
 
 # -- regressions: NaN derivatives, non-finite losses, kinks in fast mode, rounding noise ----

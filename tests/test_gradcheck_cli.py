@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-import labkit.commands.gradcheck as gradcheck_command
 from labkit.cli import main
 from labkit.layers import Dense, Reshape
+from labkit.models import MODELS
 from labkit.network import Network
 
 
@@ -41,7 +41,7 @@ def test_a_wrong_layer_fails_with_status_1_and_names_the_tensor(monkeypatch, cap
     def broken(seed=0, dtype=np.float32):
         return Network([Reshape((1, 28, 28), (784,)), DenseWeightsScaled(784, 10, rng=seed)])
 
-    monkeypatch.setitem(gradcheck_command.MODELS, "lenet", broken)
+    monkeypatch.setitem(MODELS, "lenet", broken)
     report_path = tmp_path / "report.json"
     assert main(["gradcheck", "--fast", "--json", str(report_path)]) == 1
     out = capsys.readouterr().out

@@ -1,0 +1,263 @@
+"""What a gradient check found: per-tensor checks, reports, their status text and table.
+
+Both checkers fill these: the finite-difference one (:mod:`labkit.gradcheck`) and the
+TensorFlow oracle (:mod:`labkit.oracle`). A check's status text is built in one place,
+:func:`status_text`, from the same fields the JSON report stores, so the CLI table and
+the dashboard (reading stored reports, old ones too) say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+TINY = np.finfo(np.float64).tiny
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """numpy's ``isclose`` rule: a value passes within ``atol + rtol * |reference|``."""
+
+    rtol: float
+    atol: float
+
+    def allowed(self, reference: float | np.ndarray) -> float | np.ndarray:
+        """The error allowed against ``reference`` (a float or an array of them)."""
+        return self.atol + self.rtol * abs(reference)
+
+
+def status_text(check: Mapping[str, Any]) -> str:
+    """A check's status from its fields (a :class:`TensorCheck`'s or a stored JSON dict's):
+    ``ok``, ``ok (2 kinks)``, ``FAIL: <note>`` or ``FAIL 8/8 (analytic a, numeric n at worst)``.
+
+    A non-finite value, stored in a run as JSON ``null``, reads ``non-finite``.
+    """
+    failures, analytic, note = check.get("failures") or 0, check.get("analytic"), check.get("note")
+    if failures and analytic is not None:
+        checked, numeric = check.get("checked") or 0, check.get("numeric")
+        return (
+            f"FAIL {failures}/{checked} (analytic {_value(analytic)}, "
+            f"numeric {_value(numeric)} at worst)"
+        )
+    if note:
+        return f"FAIL: {note}"
+    if failures:
+        return "FAIL"
+    kinks = check.get("kinks") or 0
+    return f"ok ({kinks} kink{'s' * (kinks != 1)})" if kinks else "ok"
+
+
+def _value(value: float | None) -> str:
+    """A value in a status: six significant digits, as the table has always shown it."""
+    return "non-finite" if value is None else f"{value:.6g}"
+
+
+@dataclass
+class TensorCheck:
+    """The comparison for one tensor (the input or one parameter) of one layer."""
+
+    layer: str
+    tensor: str
+    shape: tuple[int, ...]
+    mode: str
+    checked: int = 0
+    failures: int = 0
+    kinks: int = 0
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    worst_index: tuple[int, ...] | None = None
+    analytic: float | None = None
+    numeric: float | None = None
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.failures == 0 and not self.note
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``ok (n kinks)`` or the reason it failed (see :func:`status_text`)."""
+        return status_text(vars(self))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed, "status": self.status}
+
+
+def summarize(
+    check: TensorCheck,
+    analytic: np.ndarray,
+    numeric: np.ndarray,
+    kink: np.ndarray,
+    positions: Sequence[tuple[int, ...]],
+    tolerance: Tolerance,
+) -> TensorCheck:
+    """Fill errors, worst element and counts of ``check`` from per-element values.
+
+    ``kink`` marks elements that are not judged; ``positions[i]`` is element ``i``'s index
+    in the tensor (any indexable, e.g. :class:`FlatPositions`). A NaN never passes.
+    """
+    error = np.abs(analytic - numeric)
+    relative = error / np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), TINY)
+    allowed = tolerance.allowed(numeric)
+    fails = ~(error <= allowed) & ~kink
+    check.checked = len(analytic)
+    check.kinks = int(kink.sum())
+    check.failures = int(fails.sum())
+    considered = ~kink
+    if considered.any():
+        check.max_abs_error = float(error[considered].max())
+        check.max_rel_error = float(relative[considered].max())
+        excess = np.where(considered, error / allowed, -np.inf)
+        worst = int(np.argmax(excess))
+        check.worst_index = positions[worst]
+        check.analytic, check.numeric = float(analytic[worst]), float(numeric[worst])
+    return check
+
+
+class FlatPositions:
+    """Lazy ``positions[i]``: the multi-index of flat element ``i`` of an array of ``shape``
+    (no list of every tuple)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __getitem__(self, i: int) -> tuple[int, ...]:
+        return tuple(int(v) for v in np.unravel_index(i, self.shape))
+
+
+@dataclass
+class Report:
+    """All tensor checks of a layer or a network; ``passed`` when every one of them did."""
+
+    subject: str
+    checks: list[TensorCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def failures(self) -> list[TensorCheck]:
+        return [check for check in self.checks if not check.passed]
+
+    def __getitem__(self, key: str) -> TensorCheck:
+        """The check of tensor ``key`` ("weights") or ``"<layer>.<tensor>"`` ("07-Dense.weights");
+        a bare name that several layers share is refused rather than guessed."""
+        found = [c for c in self.checks if key in (c.tensor, f"{c.layer}.{c.tensor}")]
+        if len(found) > 1:
+            layers = ", ".join(c.layer for c in found)
+            raise KeyError(f"{key!r} is in several layers ({layers}): ask for '<layer>.{key}'")
+        if not found:
+            raise KeyError(key)
+        return found[0]
+
+    def to_dict(self) -> dict:
+        return {
+            "subject": self.subject,
+            "passed": self.passed,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def table(self) -> str:
+        return format_table(self.checks)
+
+
+class LayerReport(Report):
+    """Report of :func:`labkit.gradcheck.check_layer`."""
+
+
+class NetworkReport(Report):
+    """Report of :func:`labkit.gradcheck.check_network`: ``report["07-Dense.weights"]``,
+    ``report["input"]``."""
+
+
+@dataclass
+class CheckSuite:
+    """Every layer checked on its own, then the whole network (then the oracle, if asked).
+
+    :meth:`to_dict` is the gradient-check report document: what ``labkit gradcheck
+    --json`` writes and what a run stores in ``gradchecks/``.
+    """
+
+    reports: list[Report]
+    subject: str
+    mode: str
+    oracle: str | None = None
+    seconds: float = 0.0
+    step: int | None = None
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    @property
+    def checks(self) -> list[TensorCheck]:
+        """Every tensor check of every report, in order."""
+        return [check for report in self.reports for check in report.checks]
+
+    @property
+    def failures(self) -> list[TensorCheck]:
+        return [check for check in self.checks if not check.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def table(self) -> str:
+        return format_table(self.checks)
+
+    def to_dict(self) -> dict:
+        """The report document (JSON-able; ``step`` only when the check is of a run's step)."""
+        document = {
+            "subject": self.subject,
+            "created": self.created,
+            "mode": self.mode,
+            "oracle": self.oracle,
+            "seconds": self.seconds,
+            "passed": self.passed,
+            "reports": [report.to_dict() for report in self.reports],
+        }
+        if self.step is not None:
+            document["step"] = self.step
+        return document
+
+
+def format_table(checks: Iterable[TensorCheck]) -> str:
+    """A plain-text table: layer, tensor, shape, errors, worst index, status."""
+    header = (
+        "layer",
+        "tensor",
+        "shape",
+        "mode",
+        "max abs err",
+        "max rel err",
+        "worst at",
+        "status",
+    )
+    rows = [header]
+    for c in checks:
+        worst = "-" if c.worst_index is None else str(c.worst_index)
+        rows.append(
+            (
+                c.layer,
+                c.tensor,
+                str(c.shape),
+                c.mode,
+                f"{c.max_abs_error:.2e}",
+                f"{c.max_rel_error:.2e}",
+                worst,
+                c.status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    ]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(line.rstrip() for line in lines)
