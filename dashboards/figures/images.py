@@ -1,0 +1,158 @@
+"""Figures of one step's arrays: kernels, feature maps, a probe digit and its
+probabilities (mosaics laid out by :mod:`labkit.mosaic`, as labkit inspect does)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from dashboards.figures.style import (
+    BAR_COLOR,
+    DIVERGING_SCALE,
+    INK_SCALE,
+    NEUTRAL_COLOR,
+    RIGHT_COLOR,
+    SEQUENTIAL_SCALE,
+    WRONG_COLOR,
+    figure,
+    image_axes,
+)
+from labkit.mosaic import kernel_columns, mosaic, square_columns
+
+
+def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.Figure:
+    """Every kernel of a conv layer, (out x in) or wrapped, as ONE mosaic heatmap.
+
+    ``kernels`` is ``(D, C, k, k)``: D rows by C columns, or, for one input channel,
+    the D kernels wrapped into a near-square grid. A 2-D array (a dense layer's weights)
+    is shown as one matrix. ``diverging`` centres a symmetric colour scale on 0 (for
+    weights, and for ``kernels_now - kernels_at_step0``); otherwise a sequential scale.
+    """
+    kernels = np.asarray(kernels, dtype=np.float32)
+    if kernels.ndim == 2:
+        z = kernels
+        customdata = None
+        hover = "out %{y}, in %{x}<br>%{z:.3g}<extra></extra>"
+        layout = {
+            "xaxis": {"title_text": "input", "showgrid": False, "zeroline": False},
+            "yaxis": {"title_text": "output", "autorange": "reversed", "showgrid": False},
+        }
+    elif kernels.ndim == 4:
+        depth, channels, kh, kw = kernels.shape
+        columns = kernel_columns(depth, channels)
+        z, owner = mosaic(kernels.reshape(depth * channels, kh, kw), columns)
+        customdata = np.stack([owner // channels, owner % channels], axis=-1)
+        hover = "kernel %{customdata[0]}, input %{customdata[1]}<br>%{z:.3g}<extra></extra>"
+        layout = image_axes(*z.shape)
+        if channels > 1:  # label the rows (kernels) and columns (input channels)
+            for axis, count, size in (("xaxis", channels, kw), ("yaxis", depth, kh)):
+                ticks = np.arange(0, count, max(1, math.ceil(count / 8)))
+                layout[axis].update(
+                    showticklabels=True,
+                    tickmode="array",
+                    tickvals=ticks * (size + 1) + (size - 1) / 2,
+                    ticktext=[str(t) for t in ticks],
+                )
+            layout["xaxis"]["title_text"] = "input channel"
+            layout["yaxis"]["title_text"] = "kernel"
+    else:
+        raise ValueError(f"kernels must be (D, C, k, k) or 2-D, got shape {kernels.shape}")
+    if diverging:
+        finite = np.abs(z[np.isfinite(z)])
+        bound = float(finite.max()) if finite.size else 0.0
+        bound = bound if bound > 0 else 1.0
+        colour = {"colorscale": DIVERGING_SCALE, "zmin": -bound, "zmax": bound, "zmid": 0}
+    else:
+        colour = {"colorscale": SEQUENTIAL_SCALE}
+    heatmap = dict(
+        type="heatmap",
+        z=z,
+        customdata=customdata,
+        hoverongaps=False,
+        hovertemplate=hover,
+        colorbar={"thickness": 10},
+        **colour,
+    )
+    return figure([heatmap], title, **layout)
+
+
+def feature_map_grid(maps: np.ndarray, title: str) -> go.Figure:
+    """One probe digit's outputs of a layer: maps ``(C, H, W)`` as a mosaic, ``(n,)`` as bars."""
+    maps = np.asarray(maps, dtype=np.float32)  # float16 as stored: plotly.js has no float16
+    if maps.ndim == 1:
+        bar = dict(
+            type="bar",
+            x=np.arange(len(maps)),
+            y=maps,
+            marker={"color": BAR_COLOR, "line_width": 0},
+            hovertemplate="unit %{x}<br>%{y:.3g}<extra></extra>",
+        )
+        return figure(
+            [bar], title, bargap=0.1, xaxis={"title_text": "unit"}, yaxis={"title_text": "output"}
+        )
+    if maps.ndim == 2:
+        maps = maps[None]
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (C, H, W), (H, W) or (n,), got shape {maps.shape}")
+    z, owner = mosaic(maps, square_columns(len(maps)))
+    heatmap = dict(
+        type="heatmap",
+        z=z,
+        customdata=owner,
+        colorscale=SEQUENTIAL_SCALE,
+        hoverongaps=False,
+        hovertemplate="channel %{customdata}<br>%{z:.3g}<extra></extra>",
+        colorbar={"thickness": 10},
+    )
+    return figure([heatmap], title, **image_axes(*z.shape))
+
+
+def probabilities_bar(probs: np.ndarray, label: int) -> go.Figure:
+    """The class probabilities; the true label in green, a wrong prediction in red."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    predicted = int(np.argmax(probs))
+    colours = np.full(len(probs), NEUTRAL_COLOR, dtype=object)
+    colours[predicted] = WRONG_COLOR
+    colours[label] = RIGHT_COLOR
+    bar = dict(
+        type="bar",
+        x=[str(c) for c in range(len(probs))],
+        y=probs,
+        marker={"color": colours, "line_width": 0},
+        hovertemplate="P(%{x}) = %{y:.3f}<extra></extra>",
+    )
+    verdict = "right" if predicted == label else "wrong"
+    return figure(
+        [bar],
+        f"probabilities: label {label}, predicted {predicted} ({verdict})",
+        bargap=0.15,
+        xaxis={"type": "category", "title_text": "class"},
+        yaxis={"range": [0, 1], "tickformat": ".0%"},
+    )
+
+
+def probe_image(image: np.ndarray, label: int, predicted: int) -> go.Figure:
+    """A probe digit as dark ink on white, titled with its label and the prediction."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 2:
+        raise ValueError(f"image must be (1, H, W) or (H, W), got shape {image.shape}")
+    heatmap = dict(
+        type="heatmap",
+        z=image,
+        colorscale=INK_SCALE,
+        zmin=min(0.0, float(image.min())),
+        zmax=max(1.0, float(image.max())),
+        showscale=False,
+        hovertemplate="(%{y}, %{x})<br>%{z:.2f}<extra></extra>",
+    )
+    right = predicted == label
+    return figure(
+        [heatmap],
+        f"label {label}, predicted {predicted}",
+        title_font_color=RIGHT_COLOR if right else WRONG_COLOR,
+        **image_axes(*image.shape),
+    )

@@ -1,0 +1,149 @@
+"""The dashboard's look: colours, scales, thresholds, the plotly template, and small
+helpers every figure module uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+
+MAX_POINTS = 2_000  # per-step curves are thinned by striding to about this many points
+GRADIENT_NORM_THRESHOLDS = (1e-7, 1e2)  # below: vanishing, above: exploding
+UPDATE_RATIO_THRESHOLDS = (1e-5, 1e-1)  # |delta p| / |p| per step
+DEAD_FRACTION = 0.9  # a ReLU with more exact zeros than this is flagged (MNIST background
+# alone makes 60-80% of a healthy ReLU's outputs zero)
+SATURATED_FRACTION = 0.3  # a sigmoid/tanh with more saturated outputs than this is flagged
+
+MARKER_COLOR = "#2a3f5f"
+RIGHT_COLOR = "#2ca02c"
+WRONG_COLOR = "#EF553B"
+NEUTRAL_COLOR = "#aab4c3"
+BAR_COLOR = "#636efa"
+VANISHING_FILL = "rgba(99, 110, 250, 0.12)"
+EXPLODING_FILL = "rgba(239, 85, 59, 0.12)"
+DIVERGING_SCALE = "RdBu_r"  # negative blue, zero white, positive red
+SEQUENTIAL_SCALE = "Viridis"
+INK_SCALE = [[0.0, "white"], [1.0, "black"]]  # a digit as dark ink on white paper
+
+
+def _make_template() -> go.layout.Template:
+    """plotly_white's 2-D layout, small fonts and compact margins, cheap to validate."""
+    white = pio.templates["plotly_white"].layout
+    keep = (
+        "autotypenumbers",
+        "colorway",
+        "font",
+        "hovermode",
+        "hoverlabel",
+        "paper_bgcolor",
+        "plot_bgcolor",
+        "xaxis",
+        "yaxis",
+        "coloraxis",
+        "shapedefaults",
+        "annotationdefaults",
+    )
+    template = go.layout.Template(layout={key: white[key] for key in keep})
+    template.layout.update(
+        font_size=11,
+        margin={"l": 52, "r": 16, "t": 36, "b": 40},
+        title={"font_size": 13, "x": 0.01, "xanchor": "left"},
+        legend={"font_size": 10},
+        hoverlabel={"font_size": 11},
+    )
+    return template
+
+
+TEMPLATE = _make_template()
+
+
+def figure(data: list, title: str, **layout) -> go.Figure:
+    """A figure in the dashboard's look."""
+    return go.Figure(data=data, layout={"template": TEMPLATE, "title_text": title, **layout})
+
+
+def step_line(step: float | None, xref: str = "x") -> list[dict]:
+    """The current-step marker as a layout shape (empty when there is no current step)."""
+    if step is None:
+        return []
+    return [
+        {
+            "type": "line",
+            "xref": xref,
+            "yref": "paper",
+            "x0": step,
+            "x1": step,
+            "y0": 0,
+            "y1": 1,
+            "line": {"color": MARKER_COLOR, "width": 1.5, "dash": "dot"},
+            "label": {
+                "text": f"step {step}",
+                "textposition": "end",
+                "textangle": 0,
+                "xanchor": "left",
+                "font": {"size": 10, "color": MARKER_COLOR},
+            },
+        }
+    ]
+
+
+def short_number(value: float | None, digits: int = 2) -> str:
+    """A number in few characters: ``3e-9``, ``5.6e-2``, ``0.25``, ``1.8e2`` (no padding)."""
+    if value is None:
+        return "non-finite"  # the run store writes NaN and inf as JSON null
+    small = 0 < abs(value) < 0.1
+    text = f"{value:.{digits - 1}e}" if small else f"{value:.{digits}g}"
+    if "e" in text:  # 5.60e-03 -> 5.6e-3, 1.00e-02 -> 1e-2
+        mantissa, _, exponent = text.partition("e")
+        if "." in mantissa:
+            mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def sci(value: float | None) -> str:
+    """An error in a table: ``1.23e-10`` (as ``labkit gradcheck`` prints it), ``0`` for 0."""
+    if value is None:
+        return "non-finite"
+    return "0" if value == 0 else f"{value:.2e}"
+
+
+def as_floats(values) -> np.ndarray:
+    """``values`` as a floating array, keeping float32/float64 as they are."""
+    values = np.asarray(values)
+    return values if values.dtype.kind == "f" else values.astype(np.float64)
+
+
+def image_axes(rows: int, columns: int) -> dict:
+    """Layout for a mosaic or image: square pixels, row 0 at the top, no grid."""
+    common = {"showgrid": False, "zeroline": False, "showticklabels": False, "ticks": ""}
+    return {
+        "xaxis": {**common, "range": [-0.5, columns - 0.5], "constrain": "domain"},
+        "yaxis": {
+            **common,
+            "range": [rows - 0.5, -0.5],
+            "scaleanchor": "x",
+            "constrain": "domain",
+        },
+    }
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank panel that says ``message`` (no run, no record, nothing recorded)."""
+    return figure(
+        [],
+        "",
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        annotations=[
+            {
+                "text": message,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0.5,
+                "y": 0.5,
+                "showarrow": False,
+                "font": {"size": 13, "color": "#7f8ea3"},
+            }
+        ],
+    )

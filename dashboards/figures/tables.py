@@ -1,0 +1,59 @@
+"""The gradient-check table: stored check reports as rows of a Dash DataTable."""
+
+from __future__ import annotations
+
+from dashboards.figures.style import (
+    sci,
+)
+from labkit.reports import status_text
+
+GRADCHECK_COLUMNS = [
+    {"name": name, "id": key}
+    for key, name in (
+        ("subject", "subject"),
+        ("layer", "layer"),
+        ("tensor", "tensor"),
+        ("shape", "shape"),
+        ("mode", "mode"),
+        ("checked", "checked"),
+        ("max_abs_error", "max abs err"),
+        ("max_rel_error", "max rel err"),
+        ("worst_index", "worst at"),
+        ("status", "status"),
+    )
+]
+
+
+def gradcheck_table(report: dict) -> list[dict]:
+    """Rows for a Dash DataTable (columns ``GRADCHECK_COLUMNS``) from a gradcheck report.
+
+    ``report`` is the JSON document ``labkit gradcheck`` writes (``{"reports": [...]}``)
+    or one report of it (``{"subject", "passed", "checks"}``); the status is rebuilt from
+    the check's fields, as the CLI prints it (a stored ``status`` may be the old short one).
+    """
+    reports = report.get("reports", [report]) if isinstance(report, dict) else []
+    rows = []
+    for sub in reports:
+        for check in sub.get("checks", []):
+            failures, checked = check.get("failures", 0), check.get("checked", 0)
+            note = check.get("note") or ""
+            worst = check.get("worst_index")
+            shape = check.get("shape") or []
+            rows.append(
+                {
+                    "subject": sub.get("subject", ""),
+                    "layer": check.get("layer", ""),
+                    "tensor": check.get("tensor", ""),
+                    "shape": str(tuple(shape)),
+                    "mode": check.get("mode", ""),
+                    "checked": checked,
+                    "failures": failures,
+                    "kinks": check.get("kinks", 0),
+                    "max_abs_error": sci(check.get("max_abs_error")),
+                    "max_rel_error": sci(check.get("max_rel_error")),
+                    "worst_index": "-" if worst is None else str(tuple(worst)),
+                    "status": status_text(check),
+                    "passed": bool(check.get("passed", not failures and not note)),
+                }
+            )
+    return rows
