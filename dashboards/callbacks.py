@@ -10,6 +10,7 @@ from dashboards import figures
 from dashboards.store import CachedRun, RunStore
 from labkit.errors import LabkitError
 from labkit.recording import ACTIVATION, GRADIENT, KINDS
+from labkit.usercode import Model
 
 
 def run_options(store: RunStore) -> list[dict]:
@@ -172,14 +173,15 @@ def gradcheck_rows(cached: CachedRun) -> list[dict]:
     return rows
 
 
-def check_at_step(cached: CachedRun, record: int) -> str:
-    """Run a fast gradient check on the weights of the record's step and store it."""
+def check_at_step(cached: CachedRun, record: int, model: Model | None = None) -> str:
+    """Run a fast gradient check on the weights of the record's step and store it
+    (``model``: the user's code, for a run of their own layers)."""
     from labkit.checks import check_all
     from labkit.runs import write_gradcheck
 
     run = cached.run
     step = int(run.steps[record])
-    network = run.network_at(step)
+    network = run.network_at(step, model)
     suite = check_all(network, fast=True, subject=f"run {run.path.name} at step {step}")
     suite.step = step
     write_gradcheck(run.path, suite.to_dict())
@@ -328,7 +330,7 @@ def register(app: Dash, store: RunStore) -> None:
         status = ""
         if ctx.triggered_id == "run-check" and cached.records:
             try:
-                status = check_at_step(cached, int(record or 0))
+                status = check_at_step(cached, int(record or 0), store.model_for(cached.run))
             except LabkitError as exc:
                 status = str(exc)
         return gradcheck_rows(cached), status

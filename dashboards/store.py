@@ -6,6 +6,7 @@ extended with new records only, so moving the step slider reads just that step's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from labkit.errors import LabkitError
 from labkit.recording import HIST, STATS, UPDATE_RATIO, Recording, open_recording
 from labkit.runs import RunSummary, list_runs
+from labkit.usercode import Model
 
 
 @dataclass
@@ -67,9 +69,16 @@ class CachedRun:
 class RunStore:
     """The runs under one folder, by name."""
 
-    def __init__(self, runs_dir: str | Path) -> None:
+    def __init__(self, runs_dir: str | Path, models: Sequence[Model] = ()) -> None:
         self.runs_dir = Path(runs_dir)
+        self.models = tuple(models)
         self._cache: dict[str, CachedRun] = {}
+
+    def model_for(self, run: Recording) -> Model | None:
+        """The ``--model`` given to the dashboard that the run was trained from, if any;
+        else the first one given (a JSON or preset run needs none)."""
+        same = [model for model in self.models if model.spec == run.model]
+        return same[0] if same else (self.models[0] if self.models else None)
 
     def summaries(self) -> list[RunSummary]:
         """Every run in the folder (corrupt ones with their error); [] if there is none."""

@@ -13,7 +13,13 @@ import numpy as np
 from tqdm import tqdm
 
 from labkit.data import load_mnist, one_hot
-from labkit.gradcheck import GradcheckError, check_layer, check_network, float64_copy
+from labkit.gradcheck import (
+    GradcheckError,
+    check_layer,
+    check_network,
+    example_input,
+    float64_copy,
+)
 from labkit.losses import Loss
 from labkit.network import Network
 from labkit.reports import CheckSuite, Report
@@ -111,6 +117,40 @@ def check_all(
     return CheckSuite(
         reports,
         subject=subject or "network",
+        mode=mode,
+        oracle=oracle,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def check_one_layer(
+    layer,
+    x: np.ndarray | None = None,
+    *,
+    fast: bool = False,
+    oracle: str | None = None,
+    seed: int = 0,
+    max_elements: int | None = None,
+    subject: str | None = None,
+) -> CheckSuite:
+    """:func:`check_all` for a single layer: its own check (and the oracle's) as a suite.
+
+    ``x`` defaults to :func:`labkit.gradcheck.example_input` (from the layer's declared
+    input shape), so ``labkit gradcheck --model FILE.py:MyLayer`` needs nothing else.
+    """
+    if oracle is not None and oracle not in ORACLES:
+        raise GradcheckError(f"unknown oracle {oracle!r} (known: {', '.join(ORACLES)})")
+    mode = "fast" if fast else "full"
+    start = time.perf_counter()
+    x = example_input(layer, seed=seed) if x is None else x
+    reports: list[Report] = [check_layer(layer, x, mode=mode, seed=seed, max_elements=max_elements)]
+    if oracle == "tensorflow":
+        from labkit.oracle import check_layer_against_tensorflow
+
+        reports.append(check_layer_against_tensorflow(layer, x, seed=seed))
+    return CheckSuite(
+        reports,
+        subject=subject or reports[0].subject,
         mode=mode,
         oracle=oracle,
         seconds=time.perf_counter() - start,

@@ -7,6 +7,7 @@ import json
 import os
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from labkit.layers.base import Layer
 from labkit.parallel import DataParallel
 
 ARCHITECTURE_KEY = "__architecture__"
+MODEL_KEY = "__model__"  # the --model text, when the network came from the user's code
 
 
 def layer_key(index: int, layer: Layer) -> str:
@@ -160,19 +162,34 @@ class Network:
             for name, value in layer.params.items()
         }
 
-    def architecture(self) -> list[dict]:
+    def architecture(self, *, partial: bool = False) -> list[dict]:
         """The layer classes and constructor arguments, as plain JSON-able data: labkit's
-        own classes by name, any other as ``module:qualname`` (see labkit.layers.registry)."""
-        return [
-            {"class": registry.class_name(type(layer)), "config": layer.config()}
-            for layer in self.layers
-        ]
+        own classes by name, any other as ``module:qualname`` (see labkit.layers.registry).
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the architecture (JSON) and weights to one ``.npz``; no pickle involved."""
-        spec = json.dumps(self.architecture())
+        A layer without ``config()`` raises NotImplementedError, or with ``partial`` gets
+        ``"config": None`` (its code, passed again with ``--model``, rebuilds it).
+        """
+        entries = []
+        for layer in self.layers:
+            try:
+                config = layer.config()
+            except NotImplementedError:
+                if not partial:
+                    raise
+                config = None
+            entries.append({"class": registry.class_name(type(layer)), "config": config})
+        return entries
+
+    def save(self, path: str | os.PathLike, *, model: str | None = None) -> None:
+        """Write the architecture (JSON) and weights to one ``.npz``; no pickle involved.
+
+        ``model`` is the ``--model`` text that built the network, kept so that a reader
+        who needs the user's code can be told which to pass.
+        """
+        extra = {} if model is None else {MODEL_KEY: np.array(model)}
+        spec = json.dumps(self.architecture(partial=True))
         with open(path, "wb") as handle:
-            np.savez(handle, **{ARCHITECTURE_KEY: np.array(spec)}, **self.state_dict())
+            np.savez(handle, **{ARCHITECTURE_KEY: np.array(spec)}, **extra, **self.state_dict())
 
     @classmethod
     def from_architecture(cls, spec: list[dict], layers: Iterable[type] = ()) -> Network:
@@ -186,9 +203,15 @@ class Network:
         layers = tuple(layers)
         built = []
         for index, entry in enumerate(spec):
-            if not isinstance(entry, dict) or not isinstance(entry.get("config", {}), dict):
+            config = entry.get("config", {}) if isinstance(entry, dict) else None
+            if not isinstance(entry, dict) or not isinstance(config, dict | None):
                 raise LabkitError(f"layer {index}: expected {{'class': ..., 'config': {{...}}}}")
             layer_class = registry.resolve(entry.get("class"), layers)
+            if entry.get("config", {}) is None:
+                raise LabkitError(
+                    f"layer {index} ({entry['class']}) was saved without a config(): "
+                    "rebuild the network from its code (--model FILE.py:NAME)"
+                )
             try:
                 built.append(layer_class(**_config(entry.get("config", {}))))
             except (ValueError, TypeError, KeyError, MemoryError) as exc:
@@ -201,16 +224,13 @@ class Network:
     def load(cls, path: str | os.PathLike, layers: Iterable[type] = ()) -> Network:
         """Rebuild a network saved with :meth:`save` (never unpickles or imports anything;
         a user's layer classes come from ``layers``, as in :meth:`from_architecture`)."""
-        arrays = _read_npz(path)
-        if ARCHITECTURE_KEY not in arrays:
-            raise LabkitError(f"{path}: not a labkit weights file (no architecture inside)")
+        saved = read_weights(path)
         try:
-            network = cls.from_architecture(json.loads(str(arrays[ARCHITECTURE_KEY])), layers)
-        except json.JSONDecodeError as exc:
-            raise LabkitError(f"{path}: unreadable architecture ({exc!r})") from None
+            network = cls.from_architecture(saved.architecture, layers)
         except LabkitError as exc:
-            raise LabkitError(f"{path}: {exc}") from None
-        network.set_weights(arrays, source=path, keep_dtype=False)
+            hint = f" (it was made with --model {saved.model})" if saved.model else ""
+            raise LabkitError(f"{path}: {exc}{hint}") from None
+        network.set_weights(saved.arrays, source=path, keep_dtype=False)
         return network
 
     def load_weights(self, path: str | os.PathLike) -> None:
@@ -240,6 +260,28 @@ class Network:
                 value = np.asarray(arrays[f"{index}.{name}"])
                 dtype = layer.params[name].dtype if keep_dtype else value.dtype
                 layer.params[name] = value.astype(dtype, copy=True)
+
+
+class SavedWeights(NamedTuple):
+    """What :meth:`Network.save` wrote: the architecture, the weight arrays by
+    :meth:`Network.state_dict` key, and the ``--model`` text that built it (or None)."""
+
+    architecture: list
+    arrays: dict[str, np.ndarray]
+    model: str | None
+
+
+def read_weights(path: str | os.PathLike) -> SavedWeights:
+    """Read a weights file without building anything (nothing unpickled or imported)."""
+    arrays = _read_npz(path)
+    if ARCHITECTURE_KEY not in arrays:
+        raise LabkitError(f"{path}: not a labkit weights file (no architecture inside)")
+    try:
+        architecture = json.loads(str(arrays.pop(ARCHITECTURE_KEY)))
+    except json.JSONDecodeError as exc:
+        raise LabkitError(f"{path}: unreadable architecture ({exc!r})") from None
+    model = str(arrays.pop(MODEL_KEY)) if MODEL_KEY in arrays else None
+    return SavedWeights(architecture, arrays, model)
 
 
 def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -166,10 +166,7 @@ class Recorder(Callback):
         network = trainer.network
         arrays, described = run_layout(network, self.probe_images.shape)
         self.keys = [layer_key(i, layer) for i, layer in enumerate(network.layers)]
-        try:
-            architecture = network.architecture()
-        except NotImplementedError:  # a user layer without config(): the run still records
-            architecture = None
+        architecture = network.architecture(partial=True)  # None configs: --model rebuilds
         manifest = {
             **self.extra_manifest,
             "architecture": architecture,

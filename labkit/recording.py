@@ -31,6 +31,7 @@ import numpy as np
 from labkit.errors import LabkitError
 from labkit.network import Network, layer_key
 from labkit.runs import Run, open_run
+from labkit.usercode import Model, network_for
 
 STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")
 KINDS = ("activation", "gradient")  # the two rows of each layer's stats and hist
@@ -268,13 +269,18 @@ class Recording:
     def probe_labels(self) -> np.ndarray:
         return self.run.static(PROBE_LABELS)
 
-    def network_at(self, step: int) -> Network:
-        """The network as it was at ``step``: built from the run's architecture, its
-        weights loaded through :meth:`Network.set_weights` (names and shapes checked)."""
+    @property
+    def model(self) -> str | None:
+        """The ``--model`` text the run was trained from (None if not recorded)."""
+        model = self.manifest.get("model")
+        return model if isinstance(model, str) else None
+
+    def network_at(self, step: int, model: Model | None = None) -> Network:
+        """The network as it was at ``step``: built from the run's architecture (a user's
+        layers need the ``model`` that made it), its weights loaded through
+        :meth:`Network.set_weights` (names and shapes checked)."""
         architecture = self.manifest.get("architecture")
-        if not architecture:
-            raise LabkitError(f"{self.path}: the run does not describe its architecture")
-        network = Network.from_architecture(architecture)
+        network = network_for(architecture, model, str(self.path), self.model)
         weights = {
             f"{index}.{name}": value
             for index, params in enumerate(self.weights(step).values())

@@ -17,10 +17,12 @@ file or a run made from it needs them passed in (see :mod:`labkit.layers.registr
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -30,9 +32,9 @@ from typing import Any
 
 from labkit.errors import LabkitError, one_line
 from labkit.layers.base import Layer
-from labkit.layers.registry import BUILTIN_LAYERS
+from labkit.layers.registry import BUILTIN_LAYERS, UnknownLayerClass
 from labkit.models import MODELS
-from labkit.network import Network
+from labkit.network import Network, read_weights
 
 MODEL_HELP = (
     "a preset (lenet, tutorial), a JSON architecture FILE.json, or your own code: "
@@ -52,13 +54,24 @@ class Model:
 
     @property
     def label(self) -> str:
-        """A short name for messages and default folder names (``lenet``, ``my_net``)."""
+        """A short name for default folder names: ``lenet``, ``leaky_net`` (the file or
+        module the code came from), ``my_arch`` (a JSON file's stem)."""
         if self.spec in MODELS:
             return self.spec
-        source, _, name = self.spec.rpartition(":")
-        if source and name:
-            return name
-        return Path(self.spec).stem
+        source = self.spec.rpartition(":")[0] or self.spec
+        if source.endswith((".py", ".json")) or "/" in source:
+            return Path(source).stem
+        return source.rpartition(".")[2]
+
+    @property
+    def user_spec(self) -> str | None:
+        """The text, unless it names a preset (what a weights file keeps for its readers)."""
+        return None if self.spec in MODELS else self.spec
+
+    @property
+    def built(self) -> Network | Layer:
+        """The network, or the single layer."""
+        return self.network if self.network is not None else self.layer
 
 
 def load_model(spec: str, seed: int = 0, *, allow_layer: bool = False) -> Model:
@@ -186,3 +199,69 @@ def _user_frame(exc: BaseException) -> str:
     else:
         where = ""
     return f"{where}{type(exc).__name__}: {one_line(exc)}"
+
+
+def load_network(path: str | os.PathLike, model: Model | None = None) -> Network:
+    """A weights file read back with the user's ``--model`` (needed for their layers)."""
+    saved = read_weights(path)
+    network = network_for(saved.architecture, model, str(path), saved.model)
+    network.set_weights(saved.arrays, source=path, keep_dtype=model is not None)
+    return network
+
+
+def network_for(
+    architecture: list | None,
+    model: Model | None,
+    source: str,
+    made_with: str | None = None,
+) -> Network:
+    """A fresh network to load a saved one's weights into.
+
+    With a ``model`` (the ``--model`` the user passed), its network, after checking that
+    it is the saved architecture; otherwise one built from ``architecture``, where a user's
+    layer class needs ``model``: the one-line error names the class, and the ``--model``
+    the weights were ``made_with`` when that is known.
+    """
+    if model is not None and model.network is not None:
+        if architecture is not None:
+            problem = architecture_difference(
+                model.network.architecture(partial=True), architecture
+            )
+            if problem:
+                raise LabkitError(f"--model {model.spec} is not the network of {source}: {problem}")
+        return copy.deepcopy(model.network)  # callers load weights into it
+    if architecture is None:
+        raise LabkitError(f"{source}: no architecture saved; pass the --model that made it")
+    try:
+        return Network.from_architecture(architecture, model.classes if model else ())
+    except UnknownLayerClass as exc:
+        if made_with and exc.name:  # say exactly which --model to pass
+            raise LabkitError(
+                f"{source}: layer class {exc.name!r} is not one of labkit's; it was made with "
+                f"--model {made_with}: pass that"
+            ) from None
+        raise LabkitError(f"{source}: {exc}") from None
+    except LabkitError as exc:
+        raise LabkitError(f"{source}: {exc}") from None
+
+
+def architecture_difference(ours: list, saved: list) -> str | None:
+    """How two :meth:`Network.architecture` descriptions differ, in a few words, or None.
+
+    Classes compare by qualname (a notebook's ``__main__:X`` is the file's ``mod:X``);
+    a config that one side could not describe (None) is not compared.
+    """
+    if not isinstance(saved, list) or len(ours) != len(saved):
+        count = len(saved) if isinstance(saved, list) else "?"
+        return f"{len(ours)} layers here, {count} saved"
+    for index, (mine, theirs) in enumerate(zip(ours, saved, strict=True)):
+        if not isinstance(theirs, dict):
+            return f"layer {index} is unreadable in the saved architecture"
+        name, saved_name = str(mine["class"]), str(theirs.get("class"))
+        if name.rpartition(":")[2] != saved_name.rpartition(":")[2]:
+            return f"layer {index} is {name} here, {saved_name} saved"
+        config, saved_config = mine.get("config"), theirs.get("config")
+        if config is not None and saved_config is not None:
+            if json.loads(json.dumps(config)) != saved_config:
+                return f"layer {index} ({name}) has config {config} here, {saved_config} saved"
+    return None

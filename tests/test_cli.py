@@ -90,7 +90,7 @@ def test_existing_run_is_never_overwritten(trained_run):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "--model", "alexnet"], "invalid choice: 'alexnet'"),
+        (["train", "--model", "alexnet"], "'alexnet': not a preset (lenet, tutorial)"),
         (["train", "--epochs", "0"], "must be positive"),
         (["train", "--epochs", "two"], "expected a positive integer"),
         (["train", "--lr", "-0.1"], "must be a positive finite number"),

@@ -77,7 +77,7 @@ def test_run_weights_are_checked_and_the_report_is_stored_in_the_run(tmp_path, c
     ("args", "message"),
     [
         (["gradcheck", "--run", "no/such/run"], "no/such/run: no such run folder"),
-        (["gradcheck", "--model", "vgg"], "invalid choice: 'vgg'"),
+        (["gradcheck", "--model", "vgg"], "'vgg': not a preset (lenet, tutorial)"),
         (["gradcheck", "--max-elements", "0"], "must be positive"),
         (["gradcheck", "--oracle", "torch"], "invalid choice: 'torch'"),
     ],

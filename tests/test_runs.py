@@ -581,10 +581,11 @@ def test_labkit_runs_list_prints_a_table(tmp_path, capsys):
     make_listing(tmp_path)
     assert main(["runs", "list", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["name", "status", "records", "last", "step", "best", "test", "size"]
+    header = ["name", "status", "records", "last", "step", "best", "test", "size", "model"]
+    assert lines[0].split() == header
     good, crashed, corrupt = lines[1:]
     assert good.split()[:5] == ["a-good", "completed", "1", "12", "95.00%"]
-    assert good.endswith("KB")
+    assert good.split()[-2] == "KB" and good.split()[-1] == "-"  # no "model" in its manifest
     assert crashed.split()[:5] == ["b-crashed", "crashed", "2", "2", "-"]
     assert corrupt.split()[:2] == ["c-corrupt", "corrupt"] and "not valid JSON" in corrupt
 

@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 
+from labkit.usercode import MODEL_HELP
+
 DATA_HELP = (
     "'sample' (the bundled 2,000 train / 500 test digits), 'auto' (LABKIT_DATA, then the "
     "Keras cache, then a download), or a path to mnist.npz or a folder of IDX files "
     "(default: $LABKIT_DATA if set, else sample)"
 )
+
+
+def add_model_argument(parser, default: str | None = "lenet", what: str = "") -> None:
+    """``--model``: one spelling and one help text for every subcommand that takes it."""
+    shown = f" (default: {default})" if default else ""
+    parser.add_argument("--model", default=default, metavar="MODEL", help=MODEL_HELP + what + shown)
 
 
 def positive_int(text: str) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from labkit.commands.args import positive_int
 from labkit.errors import LabkitError
+from labkit.usercode import load_model
 
 
 def add_parser(commands) -> None:
@@ -16,6 +17,14 @@ def add_parser(commands) -> None:
     parser.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), metavar="RUNS_DIR")
     parser.add_argument("--port", type=positive_int, default=8050)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="the code of runs made with your own layers (FILE.py:NAME or package.module:NAME),"
+        " so the check button can rebuild them; repeat it for several",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -34,9 +43,10 @@ def check_port(host: str, port: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
+    models = [load_model(spec) for spec in args.model]
     from dashboards.app import create_app  # Dash only when serving
 
-    app = create_app(args.runs_dir)
+    app = create_app(args.runs_dir, models)
     print(f"labkit dashboard for {args.runs_dir} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
     app.run(host=args.host, port=args.port, debug=False)
     return 0

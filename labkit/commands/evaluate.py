@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from labkit.commands.args import DATA_HELP, default_data
+from labkit.commands.args import DATA_HELP, add_model_argument, default_data
 from labkit.data import load_mnist
 from labkit.errors import LabkitError
 from labkit.inspect import confusion_figure
 from labkit.metrics import confusion_matrix, format_confusion
-from labkit.network import Network
+from labkit.usercode import load_model, load_network
 
 
 def add_parser(commands) -> None:
@@ -18,6 +18,7 @@ def add_parser(commands) -> None:
         "evaluate", help="accuracy and confusion matrix of saved weights"
     )
     evaluate.add_argument("weights", type=Path, help="weights.npz, or a folder holding one")
+    add_model_argument(evaluate, default=None, what="; needed for weights of your own layers")
     evaluate.add_argument("--data", default=None, help=DATA_HELP)
     evaluate.add_argument(
         "--figure", type=Path, default=None, help="confusion figure (default: beside the weights)"
@@ -27,7 +28,8 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = args.weights / "weights.npz" if args.weights.is_dir() else args.weights
-    network = Network.load(path)
+    model = None if args.model is None else load_model(args.model)
+    network = load_network(path, model)
     data = load_mnist(args.data or default_data())
     try:
         outputs = network.predict(data.x_test)

@@ -6,22 +6,31 @@ import argparse
 import json
 from pathlib import Path
 
-from labkit.checks import ORACLES, check_all, jitter_biases
-from labkit.commands.args import positive_int
+from labkit.checks import ORACLES, check_all, check_one_layer, jitter_biases
+from labkit.commands.args import add_model_argument, positive_int
 from labkit.errors import LabkitError
-from labkit.models import MODELS
+from labkit.gradcheck import layer_name
+from labkit.layers import Layer
 from labkit.network import Network
 from labkit.runs import write_gradcheck
+from labkit.usercode import load_model, load_network
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "gradcheck", help="check every layer's backward pass against finite differences"
     )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--model", choices=sorted(MODELS), default="lenet")
-    source.add_argument(
-        "--run", type=Path, default=None, help="check the weights saved in this run folder"
+    add_model_argument(
+        parser,
+        default=None,
+        what="; or NAME a single layer (an instance, or a class or function making one) "
+        "(default: lenet, or with --run the run's own layers)",
+    )
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="check the weights saved in this run folder (with --model for your own layers)",
     )
     parser.add_argument(
         "--fast", action="store_true", help="directional checks instead of every element"
@@ -41,31 +50,32 @@ def add_parser(commands) -> None:
     parser.set_defaults(handler=run)
 
 
-def _network(args: argparse.Namespace) -> tuple[Network, str]:
-    """The network to check (a fresh preset with random biases, or a run's weights) and
-    how the report names it."""
+def _subject(args: argparse.Namespace) -> tuple[Network | Layer, str]:
+    """What to check (a fresh network with random biases, a single layer, or a run's
+    weights) and how the report names it."""
+    spec = args.model or (None if args.run else "lenet")
+    model = None if spec is None else load_model(spec, args.seed, allow_layer=args.run is None)
     if args.run is None:
-        network = jitter_biases(MODELS[args.model](seed=args.seed), args.seed)
-        return network, f"{args.model} (fresh, seed {args.seed}, random biases)"
-    weights = args.run / "weights.npz"
+        fresh = f"fresh, seed {args.seed}"
+        if model.layer is not None:
+            return model.layer, f"{layer_name(model.layer)} from {spec} ({fresh})"
+        return jitter_biases(model.network, args.seed), f"{model.label} ({fresh}, random biases)"
     if not args.run.is_dir():
         raise LabkitError(f"{args.run}: no such run folder")
-    return Network.load(weights), f"run {args.run}"
+    return load_network(args.run / "weights.npz", model), f"run {args.run}"
 
 
 def run(args: argparse.Namespace) -> int:
     """Check, print the table and verdict, write the report where asked; 1 if anything failed."""
-    network, subject = _network(args)
-    suite = check_all(
-        network,
-        fast=args.fast,
-        oracle=args.oracle,
-        seed=args.seed,
-        max_elements=args.max_elements,
-        batch=args.batch,
-        subject=subject,
-    )
-    print(f"gradient check of {subject}: {args.batch} digits, float64, {suite.seconds:.1f} s")
+    subject, name = _subject(args)
+    options = {"fast": args.fast, "seed": args.seed, "max_elements": args.max_elements}
+    if isinstance(subject, Network):
+        suite = check_all(subject, oracle=args.oracle, batch=args.batch, subject=name, **options)
+        what = f"{args.batch} digits"
+    else:
+        suite = check_one_layer(subject, oracle=args.oracle, subject=name, **options)
+        what = "a random input"
+    print(f"gradient check of {name}: {what}, float64, {suite.seconds:.1f} s")
     print(suite.table())
     failed = suite.failures
     verdict = "all passed" if not failed else f"{len(failed)} FAILED"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from labkit.commands.args import add_model_argument
 from labkit.errors import LabkitError
 from labkit.inspect import feature_map_figure, kernel_grid_figure
 from labkit.recording import open_recording
+from labkit.usercode import load_model, network_for
 
 
 def add_parser(commands) -> None:
@@ -18,11 +20,19 @@ def add_parser(commands) -> None:
     parser.add_argument("--image", type=int, default=0, help="probe digit, 0-15 (default 0)")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/figures")
     parser.add_argument("--format", choices=["png", "svg"], default="png")
+    add_model_argument(
+        parser,
+        default=None,
+        what="; optional: the figures need no code, but a --model is checked against the run",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     recorded = open_recording(args.run)
+    if args.model is not None:  # read only the arrays; but never draw another network's run
+        model = load_model(args.model)
+        network_for(recorded.manifest.get("architecture"), model, str(args.run))
     if not len(recorded):
         raise LabkitError(f"{args.run}: the run has no completed record yet")
     step = int(recorded.steps[-1]) if args.step is None else args.step

@@ -36,7 +36,7 @@ def human_size(size: int) -> str:
 
 def format_table(summaries: list[RunSummary]) -> str:
     """The runs as an aligned text table; a corrupt run's row carries its error."""
-    header = ("name", "status", "records", "last step", "best test", "size")
+    header = ("name", "status", "records", "last step", "best test", "size", "model")
     rows = []
     for summary in summaries:
         if summary.error is not None:
@@ -51,13 +51,14 @@ def format_table(summaries: list[RunSummary]) -> str:
                 "-" if summary.last_step is None else f"{summary.last_step:,}",
                 "-" if best is None else f"{best:.2%}",
                 human_size(summary.size_bytes),
+                summary.model or "-",
             )
         )
     full = [header] + [row for row in rows if len(row) == len(header)]
     widths = [max(len(row[i]) for row in full) for i in range(len(header))]
     widths[0] = max([widths[0]] + [len(row[0]) for row in rows])
     widths[1] = max([widths[1]] + [len(row[1]) for row in rows])
-    right = (False, False, True, True, True, True)
+    right = (False, False, True, True, True, True, False)
 
     def line(row: tuple[str, ...]) -> str:
         if len(row) != len(header):  # name, "corrupt", error

@@ -1,4 +1,4 @@
-"""``labkit train``: train a preset on MNIST with a progress bar; save weights and history."""
+"""``labkit train``: train a network on MNIST with a progress bar; save weights and history."""
 
 from __future__ import annotations
 
@@ -8,24 +8,32 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from labkit import __version__
-from labkit.commands.args import DATA_HELP, default_data, positive_float, positive_int
-from labkit.data import load_mnist
+from labkit.commands.args import (
+    DATA_HELP,
+    add_model_argument,
+    default_data,
+    positive_float,
+    positive_int,
+)
+from labkit.data import MNIST, load_mnist
 from labkit.errors import LabkitError
-from labkit.models import MODELS
+from labkit.network import Network
 from labkit.optim import OPTIMIZERS
 from labkit.parallel import thread_count
 from labkit.recorder import Recorder, RecordSchedule, choose_probes
 from labkit.train import Callback, EpochResult, Trainer
+from labkit.usercode import load_model
 
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3}
 
 
 def add_parser(commands) -> None:
-    train = commands.add_parser("train", help="train a preset network on MNIST")
-    train.add_argument("--model", choices=sorted(MODELS), default="lenet")
+    train = commands.add_parser("train", help="train a network (a preset or yours) on MNIST")
+    add_model_argument(train)
     train.add_argument("--epochs", type=positive_int, default=5)
     train.add_argument("--batch-size", type=positive_int, default=32)
     train.add_argument(
@@ -71,9 +79,23 @@ class _EpochPrinter(Callback):
         )
 
 
+def check_fits(network: Network, data: MNIST) -> None:
+    """Before training: the layers' shapes chain from the digits to one output per class."""
+    shapes = network.output_shapes(tuple(data.x_train.shape[1:]))
+    classes = int(data.y_train.max()) + 1
+    if int(np.prod(shapes[-1])) != classes:
+        raise LabkitError(
+            f"{network.layers[-1].describe()} gives {shapes[-1]} per sample; "
+            f"the loss needs {classes} outputs (one per class)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     data = load_mnist(args.data or default_data())
-    out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    model = load_model(args.model, seed=args.seed)
+    network = model.network
+    check_fits(network, data)
+    out = args.out or Path("runs") / f"{model.label}-{time.strftime('%Y%m%d-%H%M%S')}"
     weights_path = out / "weights.npz"
     if weights_path.exists() and not args.overwrite:
         raise LabkitError(
@@ -84,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise LabkitError(f"{out}: cannot create the output folder ({exc.strerror})") from None
 
-    network = MODELS[args.model](seed=args.seed)
     lr = args.lr or DEFAULT_LR[args.optimizer]
     optimizer = OPTIMIZERS[args.optimizer](network, lr=lr)
     config = {
@@ -109,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             schedule=RecordSchedule(every=args.record_every),
             manifest={
                 "config": config,
+                "model": args.model,
                 "seed": args.seed,
                 "data_source": data.source,
                 "probe_index": probes.tolist(),
@@ -118,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         callbacks.append(recorder)
     recording = "" if recorder is None else f", recording every {args.record_every} steps"
     print(
-        f"training {args.model} ({network.parameter_count():,} parameters) on {data.source}: "
+        f"training {model.label} ({network.parameter_count():,} parameters) on {data.source}: "
         f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, {args.epochs} epochs"
         f"{recording} -> {out}"
     )
@@ -133,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     result = trainer.fit(data, args.epochs)  # the recorder closes the run however it ends
-    network.save(weights_path)
+    network.save(weights_path, model=model.user_spec)
     history = {
         "config": config,
         "epochs": [epoch.as_dict() for epoch in result.epochs],

@@ -35,6 +35,10 @@ HOW_TO_PASS = (
 class UnknownLayerClass(LabkitError):
     """A saved layer class that no class handed in by the user's code matches."""
 
+    def __init__(self, message: str, name: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+
 
 def class_name(cls: type) -> str:
     """The name a file stores for a layer class: bare for labkit's own, else module:qualname."""
@@ -69,4 +73,4 @@ def resolve(name: str, layers: Iterable[type] = ()) -> type:
     if len(same) > 1:
         choices = ", ".join(sorted(class_name(cls) for cls in same))
         raise UnknownLayerClass(f"layer class {name!r} is ambiguous among {choices}")
-    raise UnknownLayerClass(f"layer class {name!r} is not one of labkit's: {HOW_TO_PASS}")
+    raise UnknownLayerClass(f"layer class {name!r} is not one of labkit's: {HOW_TO_PASS}", name)

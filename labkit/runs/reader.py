@@ -88,6 +88,7 @@ class RunSummary:
     best_test_accuracy: float | None
     size_bytes: int
     error: str | None = None
+    model: str | None = None  # the manifest's "model": what the run was trained from
 
 
 class Run:
@@ -352,6 +353,7 @@ class Run:
             last_step=self._steps[-1] if self._steps else None,
             best_test_accuracy=float(max(accuracies)) if accuracies else None,
             size_bytes=self.size_bytes(),
+            model=model if isinstance(model := self.manifest.get("model"), str) else None,
         )
 
     def __repr__(self) -> str:
