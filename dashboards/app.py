@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dash import Dash, html
 
 from dashboards import callbacks, layout
 from dashboards.store import RunStore
-from labkit.usercode import Model
+from labkit.usercode import Model, with_layers
 
 
-def create_app(runs_dir: str | Path, models: Sequence[Model] = ()) -> Dash:
+def create_app(
+    runs_dir: str | Path, models: Sequence[Model] = (), layers: Iterable[type] = ()
+) -> Dash:
     """A dashboard over every run in ``runs_dir``; an empty folder gets a how-to page.
 
     ``models`` (``labkit dashboard --model``, loaded by :func:`labkit.usercode.load_model`)
-    bring the code of the users' own layers, which checking a run's weights needs.
+    or ``layers`` (classes, from Python) bring the code of the users' own layers, which
+    the check button needs to rebuild a run's network.
     """
-    store = RunStore(runs_dir, models)
+    extra = with_layers(None, layers)
+    store = RunStore(runs_dir, [*models, *([extra] if extra else [])])
     app = Dash(__name__, title="labkit", suppress_callback_exceptions=True)
 
     def serve_layout() -> html.Div:  # evaluated per page load: new runs appear on reload
@@ -36,3 +40,19 @@ def create_app(runs_dir: str | Path, models: Sequence[Model] = ()) -> Dash:
     callbacks.register(app, store)
     app.labkit_store = store
     return app
+
+
+def serve(
+    runs_dir: str | Path = "runs",
+    *,
+    models: Sequence[Model] = (),
+    layers: Iterable[type] = (),
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    jupyter_mode: str | None = None,
+) -> None:
+    """Serve the dashboard on ``http://host:port/``: until Ctrl-C from a script; in a
+    notebook, ``jupyter_mode="inline"`` shows it in the cell's output and returns."""
+    app = create_app(runs_dir, models, layers)
+    options = {} if jupyter_mode is None else {"jupyter_mode": jupyter_mode}
+    app.run(host=host, port=port, debug=False, **options)

@@ -15,7 +15,7 @@ import numpy as np
 from labkit.errors import LabkitError
 from labkit.recording import HIST, STATS, UPDATE_RATIO, Recording, open_recording
 from labkit.runs import RunSummary, list_runs
-from labkit.usercode import Model
+from labkit.usercode import Model, with_layers
 
 
 @dataclass
@@ -76,9 +76,12 @@ class RunStore:
 
     def model_for(self, run: Recording) -> Model | None:
         """The ``--model`` given to the dashboard that the run was trained from, if any;
-        else the first one given (a JSON or preset run needs none)."""
+        else every layer class the given models bring (a preset's run needs none)."""
         same = [model for model in self.models if model.spec == run.model]
-        return same[0] if same else (self.models[0] if self.models else None)
+        if same:
+            return same[0]
+        classes = [cls for model in self.models for cls in model.classes]
+        return with_layers(None, dict.fromkeys(classes))
 
     def summaries(self) -> list[RunSummary]:
         """Every run in the folder (corrupt ones with their error); [] if there is none."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import zipfile
@@ -192,12 +193,16 @@ class Network:
             np.savez(handle, **{ARCHITECTURE_KEY: np.array(spec)}, **extra, **self.state_dict())
 
     @classmethod
-    def from_architecture(cls, spec: list[dict], layers: Iterable[type] = ()) -> Network:
+    def from_architecture(
+        cls, spec: list[dict], layers: Iterable[type] = (), *, seed: int | None = None
+    ) -> Network:
         """A fresh network from :meth:`architecture`'s description.
 
         labkit's layers are known by name; a user's class only when it is in ``layers``
-        (or registered): a description never imports code by itself.
+        (or registered): a description never imports code by itself. ``seed`` fixes the
+        initial weights of the layers whose constructor takes an ``rng``.
         """
+        rng = None if seed is None else np.random.default_rng(seed)
         if not isinstance(spec, list) or not spec:
             raise LabkitError("unreadable architecture (expected a non-empty list of layers)")
         layers = tuple(layers)
@@ -212,8 +217,11 @@ class Network:
                     f"layer {index} ({entry['class']}) was saved without a config(): "
                     "rebuild the network from its code (--model FILE.py:NAME)"
                 )
+            arguments = _config(entry.get("config", {}))
+            if rng is not None and "rng" in inspect.signature(layer_class).parameters:
+                arguments["rng"] = rng
             try:
-                built.append(layer_class(**_config(entry.get("config", {}))))
+                built.append(layer_class(**arguments))
             except (ValueError, TypeError, KeyError, MemoryError) as exc:
                 raise LabkitError(
                     f"layer {index} ({entry.get('class')}): bad config ({one_line(exc)})"

@@ -25,13 +25,14 @@ module is where the names, fields and edges are spelled, once:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import numpy as np
 
 from labkit.errors import LabkitError
 from labkit.network import Network, layer_key
 from labkit.runs import Run, open_run
-from labkit.usercode import Model, network_for
+from labkit.usercode import Model, network_for, with_layers
 
 STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")
 KINDS = ("activation", "gradient")  # the two rows of each layer's stats and hist
@@ -275,11 +276,14 @@ class Recording:
         model = self.manifest.get("model")
         return model if isinstance(model, str) else None
 
-    def network_at(self, step: int, model: Model | None = None) -> Network:
+    def network_at(
+        self, step: int, model: Model | None = None, layers: Iterable[type] = ()
+    ) -> Network:
         """The network as it was at ``step``: built from the run's architecture (a user's
-        layers need the ``model`` that made it), its weights loaded through
-        :meth:`Network.set_weights` (names and shapes checked)."""
+        layers need the ``model`` that made it, or their classes in ``layers``), its
+        weights loaded through :meth:`Network.set_weights` (names and shapes checked)."""
         architecture = self.manifest.get("architecture")
+        model = with_layers(model, layers)
         network = network_for(architecture, model, str(self.path), self.model)
         weights = {
             f"{index}.{name}": value

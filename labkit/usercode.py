@@ -25,7 +25,8 @@ import json
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -83,7 +84,7 @@ def load_model(spec: str, seed: int = 0, *, allow_layer: bool = False) -> Model:
     if spec in MODELS:
         return Model(spec, network=MODELS[spec](seed=seed))
     if spec.endswith(".json"):
-        return Model(spec, network=_from_json(Path(spec)))
+        return Model(spec, network=_from_json(Path(spec), seed))
     source, colon, name = spec.rpartition(":")
     if not colon or not source or not name:
         known = ", ".join(sorted(MODELS))
@@ -119,7 +120,7 @@ def layer_classes(module: ModuleType) -> tuple[type, ...]:
     )
 
 
-def _from_json(path: Path) -> Network:
+def _from_json(path: Path, seed: int) -> Network:
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -129,7 +130,7 @@ def _from_json(path: Path) -> Network:
     except json.JSONDecodeError as exc:
         raise LabkitError(f"--model {path}: not valid JSON ({one_line(exc)})") from None
     try:
-        return Network.from_architecture(spec)
+        return Network.from_architecture(spec, seed=seed)
     except LabkitError as exc:
         raise LabkitError(f"--model {path}: {exc}") from None
 
@@ -201,8 +202,22 @@ def _user_frame(exc: BaseException) -> str:
     return f"{where}{type(exc).__name__}: {one_line(exc)}"
 
 
-def load_network(path: str | os.PathLike, model: Model | None = None) -> Network:
-    """A weights file read back with the user's ``--model`` (needed for their layers)."""
+def with_layers(model: Model | None, layers: Iterable[type]) -> Model | None:
+    """``model`` with more layer classes (handed in from Python), or a code-only Model."""
+    layers = tuple(layers)
+    if not layers:
+        return model
+    if model is None:
+        return Model("python", classes=layers)
+    return replace(model, classes=tuple(dict.fromkeys([*model.classes, *layers])))
+
+
+def load_network(
+    path: str | os.PathLike, model: Model | None = None, layers: Iterable[type] = ()
+) -> Network:
+    """A weights file read back with the user's ``--model`` or layer classes (needed for
+    their own layers; see :func:`network_for`)."""
+    model = with_layers(model, layers)
     saved = read_weights(path)
     network = network_for(saved.architecture, model, str(path), saved.model)
     network.set_weights(saved.arrays, source=path, keep_dtype=model is not None)

@@ -44,9 +44,8 @@ def check_port(host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     models = [load_model(spec) for spec in args.model]
-    from dashboards.app import create_app  # Dash only when serving
+    from dashboards.app import serve  # Dash only when serving
 
-    app = create_app(args.runs_dir, models)
     print(f"labkit dashboard for {args.runs_dir} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    app.run(host=args.host, port=args.port, debug=False)
+    serve(args.runs_dir, models=models, host=args.host, port=args.port)
     return 0

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from labkit import __version__
 from labkit.commands.args import (
     DATA_HELP,
     add_model_argument,
@@ -19,16 +16,12 @@ from labkit.commands.args import (
     positive_float,
     positive_int,
 )
-from labkit.data import MNIST, load_mnist
-from labkit.errors import LabkitError
-from labkit.network import Network
+from labkit.data import load_mnist
+from labkit.fit import DEFAULT_LR, check_fits, fit, refuse_trained
 from labkit.optim import OPTIMIZERS
-from labkit.parallel import thread_count
-from labkit.recorder import Recorder, RecordSchedule, choose_probes
+from labkit.recorder import RecordSchedule
 from labkit.train import Callback, EpochResult, Trainer
 from labkit.usercode import load_model
-
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3}
 
 
 def add_parser(commands) -> None:
@@ -79,94 +72,40 @@ class _EpochPrinter(Callback):
         )
 
 
-def check_fits(network: Network, data: MNIST) -> None:
-    """Before training: the layers' shapes chain from the digits to one output per class."""
-    shapes = network.output_shapes(tuple(data.x_train.shape[1:]))
-    classes = int(data.y_train.max()) + 1
-    if int(np.prod(shapes[-1])) != classes:
-        raise LabkitError(
-            f"{network.layers[-1].describe()} gives {shapes[-1]} per sample; "
-            f"the loss needs {classes} outputs (one per class)"
-        )
-
-
 def run(args: argparse.Namespace) -> int:
     data = load_mnist(args.data or default_data())
     model = load_model(args.model, seed=args.seed)
     network = model.network
-    check_fits(network, data)
+    check_fits(network, data)  # before anything is written
     out = args.out or Path("runs") / f"{model.label}-{time.strftime('%Y%m%d-%H%M%S')}"
-    weights_path = out / "weights.npz"
-    if weights_path.exists() and not args.overwrite:
-        raise LabkitError(
-            f"{out}: already holds a trained run; choose another --out or --overwrite"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LabkitError(f"{out}: cannot create the output folder ({exc.strerror})") from None
-
+    refuse_trained(out, args.overwrite)
     lr = args.lr or DEFAULT_LR[args.optimizer]
-    optimizer = OPTIMIZERS[args.optimizer](network, lr=lr)
-    config = {
-        "model": args.model,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": lr,
-        "optimizer": args.optimizer,
-        "seed": args.seed,
-        "threads": thread_count(args.threads),  # with the seed it fixes the rounding
-        "data": data.source,
-        "labkit_version": __version__,
-    }
-    callbacks: list[Callback] = [_EpochPrinter(args.epochs)]
-    recorder = None
-    if not args.no_record:
-        probes = choose_probes(data.y_test, seed=args.seed)
-        recorder = Recorder(
-            out,
-            data.x_test[probes],
-            data.y_test[probes],
-            schedule=RecordSchedule(every=args.record_every),
-            manifest={
-                "config": config,
-                "model": args.model,
-                "seed": args.seed,
-                "data_source": data.source,
-                "probe_index": probes.tolist(),
-            },
-            overwrite=args.overwrite,
-        )
-        callbacks.append(recorder)
-    recording = "" if recorder is None else f", recording every {args.record_every} steps"
+    recording = "" if args.no_record else f", recording every {args.record_every} steps"
     print(
         f"training {model.label} ({network.parameter_count():,} parameters) on {data.source}: "
         f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, {args.epochs} epochs"
         f"{recording} -> {out}"
     )
-    trainer = Trainer(
+    fitted = fit(
         network,
-        optimizer,
+        run=out,
+        epochs=args.epochs,
+        data=data,
+        optimizer=args.optimizer,
+        lr=lr,
         batch_size=args.batch_size,
         seed=args.seed,
-        callbacks=callbacks,
-        progress=not args.no_progress,
         threads=args.threads,
+        record=not args.no_record,
+        record_every=args.record_every,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        model=args.model,
+        callbacks=[_EpochPrinter(args.epochs)],
     )
-    start = time.perf_counter()
-    result = trainer.fit(data, args.epochs)  # the recorder closes the run however it ends
-    network.save(weights_path, model=model.user_spec)
-    history = {
-        "config": config,
-        "epochs": [epoch.as_dict() for epoch in result.epochs],
-        "interrupted": result.interrupted,
-        "steps": result.steps,
-        "seconds": time.perf_counter() - start,
-    }
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    if result.interrupted:
-        print(f"interrupted after {result.steps} steps; weights so far saved in {weights_path}")
+    if fitted.interrupted:
+        steps = fitted.result.steps
+        print(f"interrupted after {steps} steps; weights so far saved in {fitted.weights}")
         return 130
-    final = result.epochs[-1].test_accuracy
-    print(f"test accuracy {final:.2%}; weights saved in {weights_path}")
+    print(f"test accuracy {fitted.test_accuracy:.2%}; weights saved in {fitted.weights}")
     return 0

@@ -57,17 +57,21 @@ def register_layer(cls: type) -> type:
 
 def resolve(name: str, layers: Iterable[type] = ()) -> type:
     """The class a stored ``name`` stands for, among labkit's own, ``layers`` and the
-    registered ones: the exact ``module:qualname`` first, else the one class with that
-    qualname (a notebook's ``__main__:LeakyReLU`` is the file's ``my_layers:LeakyReLU``)."""
+    registered ones: the exact ``module:qualname`` first; else, by qualname alone, one of
+    the classes handed in as ``layers`` or defined in ``__main__`` (a notebook's
+    ``__main__:LeakyReLU`` is the file's ``leaky_net:LeakyReLU``), never another
+    module's registered class of the same name."""
     if not isinstance(name, str) or not name:
         raise UnknownLayerClass(f"bad layer class name {name!r}")
     if name in _BUILTIN_BY_NAME:
         return _BUILTIN_BY_NAME[name]
+    layers = tuple(layers)
     known = {**_registered, **{class_name(cls): cls for cls in layers}}
     if name in known:
         return known[name]
     qualname = name.rpartition(":")[2]
-    same = {cls for cls in known.values() if cls.__qualname__ == qualname}
+    loose = [*layers, *(cls for cls in _registered.values() if cls.__module__ == "__main__")]
+    same = {cls for cls in loose if cls.__qualname__ == qualname}
     if len(same) == 1:
         return same.pop()
     if len(same) > 1:
