@@ -139,12 +139,17 @@ def _call(name: str, what: str, function: Callable, *args):
         raise GradcheckError(f"{name}: {what} raised {said}") from None
 
 
-def _forward(work, name: str, x: np.ndarray) -> np.ndarray:
-    """A finite float64 copy of ``work.forward(x)`` (forward may reuse its output array)."""
+def _forward(work, name: str, x: np.ndarray, *, finite: bool = True) -> np.ndarray:
+    """A float64 copy of ``work.forward(x)`` (forward may reuse its output array), finite
+    unless told otherwise (the second probe input need not be in the layer's domain)."""
     output = _call(name, f"forward(x) of shape {x.shape}", work.forward, x)
     if output is None:
         raise GradcheckError(f"{name}: forward returned None")
-    return np.array(require_finite(np.asarray(output, dtype=np.float64), "forward output", name))
+    try:
+        output = np.array(output, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GradcheckError(f"{name}: forward returned a {type(output).__name__}") from None
+    return require_finite(output, "forward output", name) if finite else output
 
 
 def find_parameters(
@@ -156,7 +161,7 @@ def find_parameters(
     ``other`` is a second input: an array is read if moving it moves the output at ``x``
     or at ``other`` (so a zero ``x`` does not hide the weights).
     """
-    _forward(work, name, other)
+    _forward(work, name, other, finite=False)
     before = {key: (value, value.copy()) for key, value in float_arrays(work).items()}
     output = _forward(work, name, x)
     after = float_arrays(work)
@@ -165,7 +170,7 @@ def find_parameters(
         for key, (value, values) in before.items()
         if after.get(key) is value and np.array_equal(value, values, equal_nan=True)
     ]
-    other_output = _forward(work, name, other)
+    other_output = _forward(work, name, other, finite=False)
     directions = np.random.default_rng(0)
     params = []
     for key in kept:
@@ -215,7 +220,7 @@ def sgd_step(
     float64 copy of ``layer``. The first forward, on other data, catches a layer that
     keeps a stale cached input."""
     probe = tutorial_float64_copy(layer, name)
-    _forward(probe, name, other.copy())  # copies: the probe may keep and change them
+    _forward(probe, name, other.copy(), finite=False)  # copies: the probe may keep and change them
     _forward(probe, name, x.copy())
     before = {key: getattr(probe, key).copy() for key in params}
     handed = projection.copy()
