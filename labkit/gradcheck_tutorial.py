@@ -61,7 +61,7 @@ __all__ = [
 #: ``2**-52 * (|p| / lr + |g|)`` of the one backward computed (~1e-16 for weights of order
 #: 1, far inside ``atol``); a small lr would lose digits to that subtraction. Large, so an
 #: input gradient computed from the already-updated weights, ``(W - lr dW)^T R``, is wrong
-#: by ``lr dW^T R``, as large as the gradient itself, instead of hiding under the
+#: by ``lr dW^T R``, of the order of the gradient itself, instead of hiding under the
 #: tolerance. Not 1: at lr = 1 an update that forgets its ``learning_rate`` factor
 #: (``self.weights -= weights_gradient``) is the right update; at 0.5 it reads as a
 #: gradient twice too large.

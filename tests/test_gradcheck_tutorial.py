@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -418,3 +420,16 @@ def test_tutorial_reshape_raises_no_false_alarm(shape, seed):
 def test_no_false_alarm_helper_can_fail(factory, shape):
     with pytest.raises(AssertionError):
         assert_passes(factory(), sample(shape), 0)
+
+
+# -- the README's example -----------------------------------------------------------------------
+
+
+def test_the_readme_example_prints_what_the_readme_shows(capsys):
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("### The tutorial's own layers", 1)[1]
+    (language, code), (_, shown) = re.findall(r"```(\w*)\n(.*?)```", section, re.DOTALL)[:2]
+    assert language == "python"
+    run = compile(code, "README.md", "exec")
+    t.seeded(lambda: exec(run, {"__name__": "readme"}), 0)  # it seeds numpy's global generator
+    assert capsys.readouterr().out == shown
