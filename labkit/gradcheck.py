@@ -67,6 +67,7 @@ __all__ = [
     "format_table",
     "layer_name",
     "require_backward",
+    "require_finite",
     "valid_gradient",
     "validated_tolerance",
 ]
@@ -136,7 +137,8 @@ def require_backward(layer) -> None:
         raise GradcheckError(f"{layer_name(layer)}: has no forward method to check")
 
 
-def _finite(value: np.ndarray, what: str, name: str) -> np.ndarray:
+def require_finite(value: np.ndarray, what: str, name: str) -> np.ndarray:
+    """``value``, or a one-line GradcheckError naming the layer when it holds a nan or inf."""
     if not np.all(np.isfinite(value)):
         raise GradcheckError(f"{name}: {what} is not finite (nan or inf)")
     return value
@@ -178,13 +180,24 @@ def check_layer(
     directions: int = 4,
     max_elements: int | None = None,
 ) -> LayerReport:
-    """Compare ``layer.backward`` with central differences for its input and every parameter."""
+    """Compare ``layer.backward`` with central differences for its input and every parameter.
+
+    ``x`` is a batch ``(N, ...)`` for a layer that follows labkit's contract (default: one
+    drawn from its input shape). A layer without a ``params`` dict is checked as the
+    tutorial's own layer, on ONE sample as its ``forward`` takes it, its parameter
+    gradients inferred from its own SGD update (see :mod:`labkit.gradcheck_tutorial`).
+    """
     name = layer_name(layer)
     try:
         s = _settings(eps, rtol, atol, mode, directions, max_elements, seed)
     except GradcheckError as exc:
         raise GradcheckError(f"{name}: {exc}") from None
     require_backward(layer)
+    from labkit import gradcheck_tutorial  # it builds on this module's helpers
+
+    if gradcheck_tutorial.is_tutorial_layer(layer):
+        with single_threaded_blas():
+            return gradcheck_tutorial.check_tutorial_layer(layer, x, s, name=name, seed=seed)
     work = float64_copy(layer)
     x = example_input(layer, seed=seed) if x is None else np.array(x, dtype=np.float64, order="C")
     if x.ndim < 1 or len(x) == 0:
@@ -211,7 +224,7 @@ def backward_pass(work, name: str, x: np.ndarray, rng: np.random.Generator) -> B
     """
     try:
         work.forward(x[::-1].copy() * 0.5 + 0.1)
-        output = np.array(_finite(np.asarray(work.forward(x)), "forward output", name))
+        output = np.array(require_finite(np.asarray(work.forward(x)), "forward output", name))
     except ValueError as exc:
         raise GradcheckError(str(exc) if name in str(exc) else f"{name}: {exc}") from None
     projection = rng.standard_normal(output.shape)
@@ -317,7 +330,7 @@ def _check_network(
     work: Network, x: np.ndarray, y: np.ndarray, loss: Loss, s: Settings
 ) -> NetworkReport:
     try:
-        output = _finite(work.forward(x), "network output", "network")
+        output = require_finite(work.forward(x), "network output", "network")
     except ValueError as exc:
         raise GradcheckError(f"network: {exc}") from None
 
