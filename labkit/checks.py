@@ -20,6 +20,7 @@ from labkit.gradcheck import (
     example_input,
     float64_copy,
 )
+from labkit.gradcheck_tutorial import is_tutorial_layer
 from labkit.losses import Loss
 from labkit.network import Network
 from labkit.reports import CheckSuite, Report
@@ -142,7 +143,8 @@ def check_one_layer(
         raise GradcheckError(f"unknown oracle {oracle!r} (known: {', '.join(ORACLES)})")
     mode = "fast" if fast else "full"
     start = time.perf_counter()
-    x = example_input(layer, seed=seed) if x is None else x
+    if x is None and not is_tutorial_layer(layer):  # a tutorial layer draws its own sample
+        x = example_input(layer, seed=seed)
     reports: list[Report] = [check_layer(layer, x, mode=mode, seed=seed, max_elements=max_elements)]
     if oracle == "tensorflow":
         from labkit.oracle import check_layer_against_tensorflow

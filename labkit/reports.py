@@ -33,17 +33,19 @@ class Tolerance:
 
 def status_text(check: Mapping[str, Any]) -> str:
     """A check's status from its fields (a :class:`TensorCheck`'s or a stored JSON dict's):
-    ``ok``, ``ok (2 kinks)``, ``FAIL: <note>`` or ``FAIL 8/8 (analytic a, numeric n at worst)``.
+    ``ok``, ``ok (2 kinks)``, ``FAIL: <note>`` or ``FAIL 8/8 (analytic a, numeric n at worst)``,
+    followed by ``; <note>`` when a check has both (the note says why, the counts where).
 
     A non-finite value, stored in a run as JSON ``null``, reads ``non-finite``.
     """
     failures, analytic, note = check.get("failures") or 0, check.get("analytic"), check.get("note")
     if failures and analytic is not None:
         checked, numeric = check.get("checked") or 0, check.get("numeric")
-        return (
+        counts = (
             f"FAIL {failures}/{checked} (analytic {_value(analytic)}, "
             f"numeric {_value(numeric)} at worst)"
         )
+        return f"{counts}; {note}" if note else counts
     if note:
         return f"FAIL: {note}"
     if failures:

@@ -50,7 +50,7 @@ class Model:
 
     spec: str
     network: Network | None = None
-    layer: Layer | None = None
+    layer: Any = None  # a labkit Layer, or a tutorial-style one
     classes: tuple[type, ...] = field(default_factory=tuple)
 
     @property
@@ -101,11 +101,24 @@ def load_model(spec: str, seed: int = 0, *, allow_layer: bool = False) -> Model:
         own = (type(layer) for layer in made.layers if type(layer) not in BUILTIN_LAYERS)
         classes = tuple(dict.fromkeys([*classes, *own]))
         return Model(spec, network=made, classes=classes)
-    if isinstance(made, Layer) and allow_layer:
+    if allow_layer and _is_layer(made):
         own = () if type(made) in BUILTIN_LAYERS else (type(made),)
         return Model(spec, layer=made, classes=tuple(dict.fromkeys([*classes, *own])))
     wanted = "a Network or a Layer" if allow_layer else "a Network"
     raise LabkitError(f"--model {spec!r}: {name} gives {type(made).__name__}, not {wanted}")
+
+
+def _is_layer(value: Any) -> bool:
+    """A layer instance: labkit's contract, or a tutorial-style object with forward and
+    backward methods (which the checker takes on one sample)."""
+    if isinstance(value, Layer):
+        return True
+    kind = type(value)
+    return (
+        not isinstance(value, type)
+        and callable(getattr(kind, "forward", None))
+        and callable(getattr(kind, "backward", None))
+    )
 
 
 def layer_classes(module: ModuleType) -> tuple[type, ...]:
@@ -157,7 +170,7 @@ def _import(source: str) -> ModuleType:
 
 def _make(target: Any, seed: int, spec: str) -> Any:
     """``target`` itself, or what calling it gives (with ``seed=`` when it takes one)."""
-    if isinstance(target, Network | Layer) or not callable(target):
+    if isinstance(target, Network) or _is_layer(target) or not callable(target):
         return target
     try:
         parameters = inspect.signature(target).parameters

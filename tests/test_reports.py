@@ -84,9 +84,9 @@ def test_each_kind_of_status_reads_as_documented():
             {"failures": 1, "checked": 3, "analytic": 0.0, "numeric": None},
             "FAIL 1/3 (analytic 0, numeric non-finite at worst)",
         ),
-        (  # failures and a note: the failures are shown, as the CLI table always did
+        (  # failures and a note: where (the counts), then why (the note)
             {"failures": 2, "checked": 4, "analytic": 1.0, "numeric": 2.0, "note": "overwrote"},
-            "FAIL 2/4 (analytic 1, numeric 2 at worst)",
+            "FAIL 2/4 (analytic 1, numeric 2 at worst); overwrote",
         ),
         ({"failures": 3}, "FAIL"),  # no worst element known
         ({}, "ok"),
