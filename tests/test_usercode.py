@@ -290,6 +290,7 @@ def test_gradcheck_takes_one_layer_of_yours_labkit_style_or_the_tutorials(tmp_pa
     assert main(["gradcheck", "--model", f"{EXAMPLES / 'leaky_net.py'}:LeakyReLU"]) == 0
     assert "LeakyReLU(slope=0.01)  input   (2, 3, 4, 4)" in capsys.readouterr().out
     assert main(["gradcheck", "--model", f"{source}:right"]) == 0
+    capsys.readouterr()
     assert main(["gradcheck", "--model", f"{source}:wrong"]) == 1
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Dense ")]
     failed = {line.split()[1] for line in rows if "FAIL" in line}
