@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from dash import Dash, html
 from dashboards import callbacks, layout
 from dashboards.store import RunStore
 from labkit.usercode import Model, with_layers
+
+DEFAULT_PORT = 8050
 
 
 def create_app(
@@ -48,11 +51,29 @@ def serve(
     models: Sequence[Model] = (),
     layers: Iterable[type] = (),
     host: str = "127.0.0.1",
-    port: int = 8050,
+    port: int | None = None,
     jupyter_mode: str | None = None,
 ) -> None:
     """Serve the dashboard on ``http://host:port/``: until Ctrl-C from a script; in a
-    notebook, ``jupyter_mode="inline"`` shows it in the cell's output and returns."""
+    notebook, ``jupyter_mode="inline"`` shows it in the cell's output and returns.
+
+    ``port`` defaults to 8050; in a notebook, to the first free port from 8050 on (each
+    kernel keeps its server, so a second notebook must not collide with the first).
+    """
     app = create_app(runs_dir, models, layers)
     options = {} if jupyter_mode is None else {"jupyter_mode": jupyter_mode}
+    if port is None:
+        port = DEFAULT_PORT if jupyter_mode is None else free_port(host, DEFAULT_PORT)
     app.run(host=host, port=port, debug=False, **options)
+
+
+def free_port(host: str, first: int) -> int:
+    """The first port from ``first`` on that nobody listens on at ``host``."""
+    for port in range(first, first + 100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port on {host} from {first} to {first + 99}")

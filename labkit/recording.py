@@ -30,6 +30,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from labkit.errors import LabkitError
+from labkit.html import html_table
 from labkit.network import Network, layer_key
 from labkit.runs import Run, open_run
 from labkit.usercode import Model, network_for, with_layers
@@ -292,6 +293,29 @@ class Recording:
         }
         network.set_weights(weights, source=f"{self.path} at step {step}")
         return network
+
+    def _repr_html_(self) -> str:
+        """The run in a notebook: status, records, best test accuracy, and its layers."""
+        accuracies = [
+            row["test_accuracy"]
+            for row in self.metrics()
+            if isinstance(row.get("test_accuracy"), int | float)
+        ]
+        steps = self.steps
+        span = f"steps {steps[0]:,}–{steps[-1]:,}" if len(steps) else "no record yet"
+        best = f", best test accuracy {max(accuracies):.2%}" if accuracies else ""
+        model = f", --model {self.model}" if self.model else ""
+        caption = f"{self.path}: {self.status}, {len(self)} records ({span}){best}{model}"
+        rows = [
+            (
+                entry.get("key", "?"),
+                entry.get("class", "?"),
+                str(tuple(entry.get("output_shape", ()))),
+                ", ".join(f"{n} {tuple(shape)}" for n, shape in entry.get("params", {}).items()),
+            )
+            for entry in self.layers
+        ]
+        return html_table(("layer", "class", "output", "parameters"), rows, caption=caption)
 
     def __repr__(self) -> str:
         return f"Recording({str(self.path)!r}, status={self.status!r}, records={len(self)})"

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from labkit.html import html_table
+
 TINY = np.finfo(np.float64).tiny
 
 
@@ -171,6 +173,9 @@ class Report:
     def table(self) -> str:
         return format_table(self.checks)
 
+    def _repr_html_(self) -> str:
+        return html_report(self.checks, f"{self.subject}: {verdict(self.checks)}")
+
 
 class LayerReport(Report):
     """Report of :func:`labkit.gradcheck.check_layer`."""
@@ -213,6 +218,10 @@ class CheckSuite:
     def table(self) -> str:
         return format_table(self.checks)
 
+    def _repr_html_(self) -> str:
+        caption = f"gradient check of {self.subject} ({self.seconds:.1f} s): {verdict(self.checks)}"
+        return html_report(self.checks, caption)
+
     def to_dict(self) -> dict:
         """The report document (JSON-able; ``step`` only when the check is of a run's step)."""
         document = {
@@ -229,37 +238,55 @@ class CheckSuite:
         return document
 
 
+TABLE_HEADER = (
+    "layer",
+    "tensor",
+    "shape",
+    "mode",
+    "max abs err",
+    "max rel err",
+    "worst at",
+    "status",
+)
+
+
+def table_rows(checks: Iterable[TensorCheck]) -> list[tuple[str, ...]]:
+    """One row of text cells per check, in ``TABLE_HEADER``'s order (terminal and HTML)."""
+    return [
+        (
+            c.layer,
+            c.tensor,
+            str(c.shape),
+            c.mode,
+            f"{c.max_abs_error:.2e}",
+            f"{c.max_rel_error:.2e}",
+            "-" if c.worst_index is None else str(c.worst_index),
+            c.status,
+        )
+        for c in checks
+    ]
+
+
 def format_table(checks: Iterable[TensorCheck]) -> str:
     """A plain-text table: layer, tensor, shape, errors, worst index, status."""
-    header = (
-        "layer",
-        "tensor",
-        "shape",
-        "mode",
-        "max abs err",
-        "max rel err",
-        "worst at",
-        "status",
-    )
-    rows = [header]
-    for c in checks:
-        worst = "-" if c.worst_index is None else str(c.worst_index)
-        rows.append(
-            (
-                c.layer,
-                c.tensor,
-                str(c.shape),
-                c.mode,
-                f"{c.max_abs_error:.2e}",
-                f"{c.max_rel_error:.2e}",
-                worst,
-                c.status,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    rows = [TABLE_HEADER, *table_rows(checks)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
         for row in rows
     ]
     lines.insert(1, "-" * max(len(line) for line in lines))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def verdict(checks: Sequence[TensorCheck]) -> str:
+    """``27 tensors checked: all passed`` or ``... 2 FAILED``: the line under the table."""
+    failed = sum(not check.passed for check in checks)
+    return f"{len(checks)} tensors checked: {'all passed' if not failed else f'{failed} FAILED'}"
+
+
+def html_report(checks: Sequence[TensorCheck], caption: str) -> str:
+    """The table as HTML for a notebook, failing rows in red."""
+    checks = list(checks)
+    flagged = [not check.passed for check in checks]
+    return html_table(TABLE_HEADER, table_rows(checks), caption=caption, flagged=flagged)

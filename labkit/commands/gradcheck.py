@@ -12,6 +12,7 @@ from labkit.errors import LabkitError
 from labkit.gradcheck import layer_name
 from labkit.layers import Layer
 from labkit.network import Network
+from labkit.reports import verdict
 from labkit.runs import write_gradcheck
 from labkit.usercode import load_model, load_network
 
@@ -78,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"gradient check of {name}: {what}, float64, {suite.seconds:.1f} s")
     print(suite.table())
     failed = suite.failures
-    verdict = "all passed" if not failed else f"{len(failed)} FAILED"
-    print(f"{len(suite.checks)} tensors checked: {verdict}")
+    print(verdict(suite.checks))
 
     document = suite.to_dict()
     if args.json is not None:
