@@ -23,7 +23,8 @@ def run_options(store: RunStore) -> list[dict]:
                 {"label": f"{name} — corrupt: {summary.error}", "value": name, "disabled": True}
             )
         else:
-            options.append({"label": f"{name} ({summary.status})", "value": name})
+            made = f", --model {summary.model}" if summary.model else ""
+            options.append({"label": f"{name} ({summary.status}{made})", "value": name})
     return options
 
 

@@ -37,7 +37,7 @@ def test_an_empty_or_missing_folder_says_how_to_make_a_run(tmp_path):
 
 def test_runs_are_listed_and_a_corrupt_one_is_shown_disabled(runs_dir):
     options = {o["value"]: o for o in callbacks.run_options(RunStore(runs_dir))}
-    assert options["lenet"]["label"] == "lenet (completed)"
+    assert options["lenet"]["label"] == "lenet (completed, --model lenet)"
     assert options["broken"]["disabled"] is True and "corrupt" in options["broken"]["label"]
     assert "value='lenet'" in repr(create_app(runs_dir).layout())
 

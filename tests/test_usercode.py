@@ -88,6 +88,8 @@ def test_a_different_model_is_refused_naming_the_first_difference(leaky_run, cap
 
 
 def test_the_dashboards_check_button_rebuilds_a_user_run(leaky_run):
+    [option] = callbacks.run_options(RunStore(leaky_run.parent))
+    assert option["label"] == f"leaky (completed, --model {LEAKY})"
     without = RunStore(leaky_run.parent)
     cached = without.get(leaky_run.name)
     with pytest.raises(LabkitError, match=f"--model {LEAKY}"):
