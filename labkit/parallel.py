@@ -88,10 +88,11 @@ def step_blas() -> contextlib.AbstractContextManager:
     """The BLAS threads of every training and inference step, split or serial: one per
     Python thread that computes, so BLAS is single-threaded inside each (decided here only).
 
-    Measured on 2 cores (``benchmarks/bench_user_layer.py``): a serial step gains 0-10%
-    from a second BLAS thread on an idle machine, while OpenBLAS's worker spin-waits on the
-    other core for the whole step; once anything else wants a core (the recorder's writer
-    thread, another process) each GEMM waits for a descheduled thread, 4-7x slower.
+    Measured on 2 cores (``benchmarks/bench_user_layer.py``, README "Speed"): a second
+    BLAS thread makes a serial step at most ~1.2x faster when nothing else runs, while
+    OpenBLAS's worker spin-waits on the other core all along; once anything else wants a
+    core (another process, the recorder's writer thread) each GEMM waits for a descheduled
+    thread, and the step is 2-7x slower.
     """
     return single_threaded_blas()
 
