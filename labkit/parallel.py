@@ -92,7 +92,7 @@ def step_blas() -> contextlib.AbstractContextManager:
     BLAS thread makes a serial step at most ~1.2x faster when nothing else runs, while
     OpenBLAS's worker spin-waits on the other core all along; once anything else wants a
     core (another process, the recorder's writer thread) each GEMM waits for a descheduled
-    thread, and the step is 2-7x slower.
+    thread, and the step is 1.8-7x slower.
     """
     return single_threaded_blas()
 
