@@ -16,7 +16,7 @@ from labkit import hooks
 from labkit.errors import LabkitError, one_line
 from labkit.layers import registry
 from labkit.layers.base import Layer
-from labkit.parallel import DataParallel
+from labkit.parallel import DataParallel, step_blas
 
 ARCHITECTURE_KEY = "__architecture__"
 MODEL_KEY = "__model__"  # the --model text, when the network came from the user's code
@@ -91,10 +91,12 @@ class Network:
         """Forward ``x`` in batches (bounded memory); returns the stacked outputs.
 
         Each batch is split over ``threads`` threads (default: every core) where that is
-        safe and pays (see :class:`labkit.parallel.DataParallel`).
+        safe and pays (see :class:`labkit.parallel.DataParallel`); BLAS runs as in training
+        (:func:`labkit.parallel.step_blas`), held once for all the batches.
         """
         runner = DataParallel(self, threads)
-        outputs = [runner.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        with step_blas():
+            outputs = [runner.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(outputs, axis=0)
 
     @property

@@ -6,7 +6,11 @@ the GIL inside its loops, so threads that each take a slice of the batch through
 own shallow replica of the layers (sharing the parameter arrays, with their own caches
 and gradients) keep every core busy, with BLAS single-threaded inside them. The slices'
 parameter gradients are summed in a fixed order afterwards: a run stays deterministic,
-and equals the serial step up to floating-point rounding.
+and equals the serial step up to floating-point rounding. A batch is split only when
+every layer declares itself ``replicable`` (see :attr:`labkit.layers.Layer.replicable`).
+
+How many threads BLAS gets in a step, split or serial, is decided by :func:`step_blas`
+alone: one per Python thread that computes.
 
 Hooks still see the whole batch: the replicas' layers record each slice's values, and
 once the slices are done the network's own hooks are called with them joined. So a
@@ -20,15 +24,15 @@ import concurrent.futures
 import contextlib
 import copy
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from labkit import hooks
-from labkit.layers import BUILTIN_LAYERS
 
 if TYPE_CHECKING:
     from labkit.network import Network
@@ -37,6 +41,7 @@ MIN_SLICE = 16  # samples per thread below which splitting a batch loses time (m
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _blas: ThreadpoolController | None = None  # built on first use: it scans loaded libraries
+_held = threading.local()  # per thread: how many single_threaded_blas contexts it is in
 
 
 def available_cores() -> int:
@@ -51,14 +56,45 @@ def thread_count(threads: int | None) -> int:
     return available_cores() if threads is None else max(1, int(threads))
 
 
-def single_threaded_blas(active: bool = True) -> Any:
-    """A context in which BLAS runs on the calling thread only (a no-op when not ``active``)."""
+def single_threaded_blas(active: bool = True) -> contextlib.AbstractContextManager:
+    """A context in which BLAS runs on the calling thread only (a no-op when not ``active``).
+
+    Re-entrant: inside it, entering it again costs nothing (threadpoolctl's limit costs
+    ~20 µs, 1% of a small step) and leaving the inner one gives nothing back. BLAS's
+    thread count is process-wide, and threadpoolctl lets one Python thread at a time set
+    it: a thread entering while another holds a limit leaves that limit as it is.
+    """
+    return _single_threaded_blas() if active else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
     global _blas
-    if not active:
-        return contextlib.nullcontext()
-    if _blas is None:
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+    depth = getattr(_held, "depth", 0)
+    _held.depth = depth + 1
+    try:
+        if depth:
+            yield
+            return
+        if _blas is None:
+            _blas = ThreadpoolController()
+        with _blas.limit(limits=1, user_api="blas"):  # a with: threadpoolctl then frees
+            yield  # its hold on OpenBLAS for other threads when this one leaves
+    finally:
+        _held.depth = depth
+
+
+def step_blas() -> contextlib.AbstractContextManager:
+    """The BLAS threads of every training and inference step, split or serial: one per
+    Python thread that computes, so BLAS is single-threaded inside each (decided here only).
+
+    Measured on 2 cores (``benchmarks/bench_user_layer.py``, README "Speed"): a second
+    BLAS thread makes a serial step at most ~1.2x faster when nothing else runs, while
+    OpenBLAS's worker spin-waits on the other core all along; once anything else wants a
+    core (another process, the recorder's writer thread) each GEMM waits for a descheduled
+    thread, and the step is 1.8-7x slower.
+    """
+    return single_threaded_blas()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -71,10 +107,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 class DataParallel:
     """Forward (and backward) of a batch on ``threads`` threads; gradients land in ``network``.
 
-    Splits only where it is safe and pays: every layer is one of labkit's own (a user's
-    layer may keep state the threads would share) and each thread gets at least
-    ``MIN_SLICE`` samples. Otherwise the network runs serially, exactly as
-    ``network.forward``/``backward``.
+    Splits only where it is safe and pays: every layer is ``replicable`` (labkit's own
+    are; a user's layer says so itself, since it may keep state the threads would share)
+    and each thread gets at least ``MIN_SLICE`` samples. Otherwise the network runs
+    serially, exactly as ``network.forward``/``backward``. Either way BLAS runs as
+    :func:`step_blas` says.
     """
 
     def __init__(self, network: Network, threads: int | None = None) -> None:
@@ -88,17 +125,17 @@ class DataParallel:
         count = min(self.threads, batch // MIN_SLICE)
         if count < 2:
             return 1
-        if any(type(layer) not in BUILTIN_LAYERS for layer in self.network):
+        if not all(getattr(layer, "replicable", False) for layer in self.network):
             return 1
         return count
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``network.forward(x)``, the batch split over the threads."""
         count = self.slices(len(x))
-        if count == 1:
-            return self.network.forward(x)
-        parts, replicas = self._split(len(x), count)
-        with single_threaded_blas():
+        with step_blas():
+            if count == 1:
+                return self.network.forward(x)
+            parts, replicas = self._split(len(x), count)
             return self._forward_slices(x, replicas, parts)
 
     def forward_backward(
@@ -111,11 +148,12 @@ class DataParallel:
         """
         count = self.slices(len(x))
         if count == 1:
-            output = self.network.forward(x)
-            self.network.backward(output_gradient(output), input_gradient=False)
+            with step_blas():
+                output = self.network.forward(x)
+                self.network.backward(output_gradient(output), input_gradient=False)
             return output
         parts, replicas = self._split(len(x), count)
-        with single_threaded_blas():
+        with step_blas():
             output = self._forward_slices(x, replicas, parts)
             grad = output_gradient(output)  # the loss sees the whole batch, as serially
             with self._watching(replicas, "backward") as backward_seen:

@@ -17,7 +17,7 @@ from labkit.data import MNIST, one_hot
 from labkit.losses import Loss, resolve_loss
 from labkit.network import Network
 from labkit.optim import Optimizer
-from labkit.parallel import DataParallel, single_threaded_blas
+from labkit.parallel import DataParallel, step_blas
 
 
 @dataclass
@@ -130,9 +130,12 @@ class Trainer:
 
     def train_step(self, x: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
         """One forward/backward/update on a batch; returns (loss, number correct)."""
-        output = self.parallel.forward_backward(x, lambda output: self.loss.prime(targets, output))
-        loss = self.loss.value(targets, output)
-        self.optimizer.step()
+        with step_blas():  # the whole step, the loss and the update too (free inside fit)
+            output = self.parallel.forward_backward(
+                x, lambda output: self.loss.prime(targets, output)
+            )
+            loss = self.loss.value(targets, output)
+            self.optimizer.step()
         self.step += 1
         correct = int(np.sum(output.reshape(len(x), -1).argmax(axis=1) == targets.argmax(axis=1)))
         return loss, correct
@@ -147,16 +150,15 @@ class Trainer:
         # the Recorder, which closes its run there, even when a later one fails to begin),
         # with result.failed set when an exception is on its way out.
         started: list[Callback] = []
-        # When batches are split over threads, BLAS stays single-threaded for the whole fit:
-        # OpenBLAS threads busy-wait for a while after each call, and one left spinning by
-        # a serial call (a short last batch, the recorder's probe pass) would take a core
-        # from the split steps.
-        splitting = self.parallel.slices(self.batch_size) > 1
+        # BLAS runs as step_blas decides for the whole fit, split or serial, callbacks
+        # included: OpenBLAS threads busy-wait for a while after each call, and one left
+        # spinning by a call between steps (a short last batch, the recorder's probe pass)
+        # would take a core from the steps and from the recorder's writer thread.
         try:
             for callback in self.callbacks:
                 callback.on_train_begin(self)
                 started.append(callback)
-            with _StopAtStepBoundary() as stop, single_threaded_blas(splitting):
+            with _StopAtStepBoundary() as stop, step_blas():
                 try:
                     for _ in range(epochs):
                         self.epoch += 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from labkit import hooks
 from labkit.data import MNIST, load_mnist, one_hot
@@ -13,7 +15,7 @@ from labkit.layers import ReLU
 from labkit.losses import softmax_cross_entropy_prime
 from labkit.models import lenet, tutorial
 from labkit.optim import Adam
-from labkit.parallel import MIN_SLICE, DataParallel
+from labkit.parallel import MIN_SLICE, DataParallel, single_threaded_blas, step_blas
 from labkit.train import Trainer
 
 
@@ -212,3 +214,39 @@ def test_a_failing_middle_slice_waits_for_the_later_ones():
     with pytest.raises(RuntimeError, match="slice 1 failed"):
         runner._map(work, replicas, parts)
     assert sorted(p.start for p in finished) == [parts[0].start, parts[2].start]
+
+
+def blas_threads_now() -> set[int]:
+    return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+
+def test_single_threaded_blas_nests_and_gives_back_the_count_when_the_outermost_leaves():
+    def in_a_thread(fn) -> None:
+        thread = threading.Thread(target=fn)
+        thread.start()
+        thread.join(10)
+
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        with single_threaded_blas(active=False):
+            assert blas_threads_now() == {2}
+        with single_threaded_blas():
+            assert blas_threads_now() == {1}
+            with step_blas():  # what every step enters: the same limit, nested
+                assert blas_threads_now() == {1}
+            assert blas_threads_now() == {1}  # the inner exit gives nothing back
+
+            def another_step() -> None:
+                with step_blas():
+                    seen.append(blas_threads_now())
+
+            in_a_thread(another_step)  # another thread's step leaves this one's limit alone
+            assert seen == [{1}] and blas_threads_now() == {1}
+        assert blas_threads_now() == {2}
+
+    # Once this thread's outermost context is left, another thread's step can limit BLAS
+    # itself (threadpoolctl lets only the thread holding a limit set it).
+    with step_blas():
+        pass
+    in_a_thread(another_step)
+    assert seen[-1] == {1}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +18,26 @@ class Layer:
     applies the plain SGD update, so the tutorial's loop
     ``grad = layer.backward(grad, learning_rate)`` runs unchanged.
     """
+
+    replicable: ClassVar[bool] = False
+    """Whether :class:`labkit.parallel.DataParallel` may run this layer on several threads.
+
+    Each thread gets ``copy.copy(layer)``: the same ``params`` dict (so the same arrays),
+    its own fresh ``grads`` dict, and per-call attributes of its own only where forward
+    and backward *rebind* them (``self.input = input``). Set ``replicable = True`` in
+    your class when its forward and backward keep state only that way and write to no
+    shared array: not to ``params`` (update them through ``grads``), not to a buffer made
+    in ``__init__``, not to a list or dict they append to. Read only from the class's own
+    body: a subclass (``class MyDense(Dense)`` with its own backward) runs serially until
+    it declares ``replicable = True`` itself.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every class states ``replicable`` for itself: a subclass may keep per-call
+        state its base did not, so it is never inherited."""
+        super().__init_subclass__(**kwargs)
+        if "replicable" not in cls.__dict__:
+            cls.replicable = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
