@@ -36,6 +36,8 @@ class Activation(Layer):
 class Sigmoid(Activation):
     """Logistic sigmoid; backward reuses the cached output: ``s' = s (1 - s)``."""
 
+    replicable = True  # per-call state only by rebinding attributes (see Layer)
+
     def __init__(self) -> None:
         super().__init__(expit, lambda x: expit(x) * (1 - expit(x)))
 
@@ -57,6 +59,8 @@ class Sigmoid(Activation):
 class Tanh(Activation):
     """Hyperbolic tangent; backward reuses the cached output: ``t' = 1 - t^2``."""
 
+    replicable = True  # per-call state only by rebinding attributes (see Layer)
+
     def __init__(self) -> None:
         super().__init__(np.tanh, lambda x: 1 - np.tanh(x) ** 2)
 
@@ -77,6 +81,8 @@ class Tanh(Activation):
 
 class ReLU(Activation):
     """``max(x, 0)``; its derivative at exactly 0 is taken as 0 (a kink for the checker)."""
+
+    replicable = True  # per-call state only by rebinding attributes (see Layer)
 
     def __init__(self) -> None:
         super().__init__(lambda x: np.maximum(x, 0), lambda x: (x > 0).astype(x.dtype))
@@ -103,6 +109,8 @@ class Softmax(Layer):
     Backward applies the full Jacobian without building it:
     ``dx = y * (g - sum(g * y))`` per sample.
     """
+
+    replicable = True  # per-call state only by rebinding attributes (see Layer)
 
     def config(self) -> dict[str, Any]:
         return {}

@@ -25,6 +25,8 @@ class Convolutional(Layer):
     once per *input* channel inside the loop, which scales it by ``d``; we don't.
     """
 
+    replicable = True  # per-call state only by rebinding attributes (see Layer)
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],

@@ -16,6 +16,8 @@ class Dense(Layer):
     returns the output in the same layout.
     """
 
+    replicable = True  # per-call state only by rebinding attributes (see Layer)
+
     def __init__(
         self,
         input_size: int,

@@ -23,6 +23,8 @@ class MaxPool(Layer):
     Every array keeps the input's memory layout (channels-last after a convolution).
     """
 
+    replicable = True  # per-call state only by rebinding attributes (see Layer)
+
     def __init__(self, pool_size: int = 2, stride: int | None = None) -> None:
         super().__init__()
         self.pool_size = int(pool_size)

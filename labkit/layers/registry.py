@@ -19,15 +19,13 @@ from labkit.layers.dense import Dense
 from labkit.layers.pooling import MaxPool
 from labkit.layers.reshape import Flatten, Reshape
 
-# labkit's own layers: rebuilt from their bare names, and declared replicable (each keeps
-# per-call state only by rebinding its attributes), so DataParallel splits batches over
-# them. The declaration is each class's own, as Layer.replicable requires: a subclass
+# labkit's own layers: rebuilt from their bare names. Each declares replicable = True in its
+# own body (it keeps per-call state only by rebinding attributes), so DataParallel splits
+# batches over them; the declaration is never inherited (Layer.replicable): a subclass
 # (a user's, a test mutant) does not inherit it.
 BUILTIN_LAYERS = frozenset(
     {Convolutional, Dense, MaxPool, Reshape, Flatten, Sigmoid, Tanh, ReLU, Softmax}
 )
-for _builtin in BUILTIN_LAYERS:
-    _builtin.replicable = True
 _BUILTIN_BY_NAME = {cls.__name__: cls for cls in BUILTIN_LAYERS}
 _registered: dict[str, type] = {}
 

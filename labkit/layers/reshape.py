@@ -12,6 +12,8 @@ from labkit.layers.base import Layer, check_input
 class Reshape(Layer):
     """Reshape each sample from ``input_shape`` to ``output_shape``; backward undoes it."""
 
+    replicable = True  # per-call state only by rebinding attributes (see Layer)
+
     def __init__(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.input_shape = tuple(int(v) for v in input_shape)
@@ -41,6 +43,8 @@ class Reshape(Layer):
 
 class Flatten(Layer):
     """``(N, ...)`` to ``(N, prod(...))``; remembers the input shape for backward."""
+
+    replicable = True  # per-call state only by rebinding attributes (see Layer)
 
     def config(self) -> dict[str, Any]:
         return {}
