@@ -64,16 +64,6 @@ class Model:
             return Path(source).stem
         return source.rpartition(".")[2]
 
-    @property
-    def user_spec(self) -> str | None:
-        """The text, unless it names a preset (what a weights file keeps for its readers)."""
-        return None if self.spec in MODELS else self.spec
-
-    @property
-    def built(self) -> Network | Layer:
-        """The network, or the single layer."""
-        return self.network if self.network is not None else self.layer
-
 
 def load_model(spec: str, seed: int = 0, *, allow_layer: bool = False) -> Model:
     """The network (or layer, with ``allow_layer``) a ``--model`` text names; LabkitError
@@ -155,7 +145,10 @@ def _import(source: str) -> ModuleType:
         if not path.is_file():
             raise LabkitError(f"--model {source}: no such file")
         name = path.stem if path.stem.isidentifier() else "user_model"
-        spec = importlib.util.spec_from_file_location(name, path)
+        loaded = sys.modules.get(name)
+        if loaded is not None and getattr(loaded, "__file__", None) != str(path.resolve()):
+            name = f"labkit_user_{name}"  # never shadow an imported module (a file json.py)
+        spec = importlib.util.spec_from_file_location(name, path.resolve())
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # so the module's classes pickle/copy by their name
         _run_user_code(lambda: spec.loader.exec_module(module), source)

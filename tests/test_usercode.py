@@ -297,3 +297,11 @@ def test_gradcheck_takes_one_layer_of_yours_labkit_style_or_the_tutorials(tmp_pa
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Dense ")]
     failed = {line.split()[1] for line in rows if "FAIL" in line}
     assert failed == {"input"} and "from the updated parameters" in rows[0]
+
+
+def test_a_file_named_like_an_imported_module_never_shadows_it(tmp_path):
+    source = tmp_path / "json.py"
+    source.write_text((EXAMPLES / "leaky_net.py").read_text())
+    model = load_model(f"{source}:build")
+    assert type(model.network.layers[1]).__module__ == "labkit_user_json"
+    assert json.dumps([1]) == "[1]" and sys.modules["json"].__file__ != str(source)
