@@ -38,6 +38,12 @@ class Network:
     def __init__(self, layers: Sequence[Layer]) -> None:
         self.layers = list(layers)
         for index, layer in enumerate(self.layers):
+            if not isinstance(getattr(layer, "params", None), dict):
+                raise LabkitError(
+                    f"layer {index} ({type(layer).__name__}) does not follow labkit's Layer "
+                    "contract (no params dict): a tutorial-style layer can be checked with "
+                    "check_layer, but a Network needs labkit.layers.Layer subclasses"
+                )
             if layer.name is None:
                 layer.name = layer_key(index, layer)
 

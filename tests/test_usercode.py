@@ -305,3 +305,11 @@ def test_a_file_named_like_an_imported_module_never_shadows_it(tmp_path):
     model = load_model(f"{source}:build")
     assert type(model.network.layers[1]).__module__ == "labkit_user_json"
     assert json.dumps([1]) == "[1]" and sys.modules["json"].__file__ != str(source)
+
+
+def test_a_tutorial_style_layer_in_a_network_is_one_line(tmp_path, capsys):
+    source = tmp_path / "student_net.py"
+    build = "def build(seed=0):\n    return Network([Dense(784, 10)])\n"
+    source.write_text(STUDENT + "\nfrom labkit import Network\n\n" + build)
+    message = one_line_error(capsys, main(["train", "--model", f"{source}:build", *QUICK]))
+    assert "layer 0 (Dense) does not follow labkit's Layer contract" in message
