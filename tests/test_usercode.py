@@ -260,28 +260,11 @@ def test_a_bad_model_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsy
 STUDENT = textwrap.dedent(
     """
     import numpy as np
+    from tutorial_mutants import Dense, DenseInputAfterUpdate  # tests/: the student's layers
 
-    class Dense:  # the tutorial's, one sample (n, 1) at a time
-        def __init__(self, input_size, output_size, ordered=True):
-            self.input_shape = (input_size, 1)
-            self.ordered = ordered
-            rng = np.random.default_rng(0)
-            self.weights = rng.standard_normal((output_size, input_size))
-            self.bias = rng.standard_normal((output_size, 1))
-        def forward(self, input):
-            self.input = input
-            return np.dot(self.weights, self.input) + self.bias
-        def backward(self, output_gradient, learning_rate):
-            weights_gradient = np.dot(output_gradient, self.input.T)
-            input_gradient = np.dot(self.weights.T, output_gradient)
-            self.weights -= learning_rate * weights_gradient
-            self.bias -= learning_rate * output_gradient
-            if not self.ordered:  # the bug: the input gradient from the updated weights
-                input_gradient = np.dot(self.weights.T, output_gradient)
-            return input_gradient
-
-    right = Dense(4, 3)
-    wrong = Dense(4, 3, ordered=False)
+    np.random.seed(0)
+    right, wrong = Dense(4, 3), DenseInputAfterUpdate(4, 3)
+    right.input_shape = wrong.input_shape = (4, 1)  # so the check draws one sample itself
     """
 )
 
@@ -294,7 +277,7 @@ def test_gradcheck_takes_one_layer_of_yours_labkit_style_or_the_tutorials(tmp_pa
     assert main(["gradcheck", "--model", f"{source}:right"]) == 0
     capsys.readouterr()
     assert main(["gradcheck", "--model", f"{source}:wrong"]) == 1
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Dense ")]
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Dense")]
     failed = {line.split()[1] for line in rows if "FAIL" in line}
     assert failed == {"input"} and "from the updated parameters" in rows[0]
 
