@@ -64,6 +64,19 @@ def layer_inputs(network: Network, x: np.ndarray) -> list[np.ndarray]:
     return inputs
 
 
+def _require_oracle(oracle: str | None, layers) -> None:
+    """Before any finite difference: refuse an unknown oracle, or a layer it has no
+    counterpart for (else minutes of checks would be thrown away at the end)."""
+    if oracle is None:
+        return
+    if oracle not in ORACLES:
+        raise GradcheckError(f"unknown oracle {oracle!r} (known: {', '.join(ORACLES)})")
+    from labkit.oracle import op_for  # no TensorFlow import until a check runs
+
+    for layer in layers:
+        op_for(layer)
+
+
 def check_all(
     network: Network,
     x: np.ndarray | None = None,
@@ -89,12 +102,11 @@ def check_all(
     shows a bar on stderr (None: only on a terminal). The suite's reports come in that
     order: one per layer, the network's, then one per layer from the oracle.
     """
-    if oracle is not None and oracle not in ORACLES:
-        raise GradcheckError(f"unknown oracle {oracle!r} (known: {', '.join(ORACLES)})")
     if (x is None) != (y is None):
         raise GradcheckError("pass both x and y, or neither (then the sample digits are used)")
     if x is None:
         x, y = digits(batch, seed)
+    _require_oracle(oracle, network.layers)
     mode = "fast" if fast else "full"
     start = time.perf_counter()
     inputs = layer_inputs(network, x)
@@ -139,8 +151,7 @@ def check_one_layer(
     ``x`` defaults to :func:`labkit.gradcheck.example_input` (from the layer's declared
     input shape), so ``labkit gradcheck --model FILE.py:MyLayer`` needs nothing else.
     """
-    if oracle is not None and oracle not in ORACLES:
-        raise GradcheckError(f"unknown oracle {oracle!r} (known: {', '.join(ORACLES)})")
+    _require_oracle(oracle, [layer])
     mode = "fast" if fast else "full"
     start = time.perf_counter()
     if x is None and not is_tutorial_layer(layer):  # a tutorial layer draws its own sample

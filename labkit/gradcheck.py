@@ -27,6 +27,7 @@ backward pass, the objective); the differences are taken and judged in
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -37,7 +38,7 @@ from labkit.differences import (
     compare_tensor,
     maps_samples_independently,
 )
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, one_line
 from labkit.losses import Loss, resolve_loss
 from labkit.network import Network
 from labkit.parallel import single_threaded_blas
@@ -220,21 +221,34 @@ class BackwardPass(NamedTuple):
     overwrote: bool  # backward changed the R array it was handed
 
 
+def call_layer(name: str, what: str, function: Callable, *args):
+    """``function(*args)`` of a layer under check; whatever the layer's own code raises
+    becomes a one-line GradcheckError naming the layer (and ``what`` was called)."""
+    try:
+        return function(*args)
+    except GradcheckError:
+        raise
+    except Exception as exc:  # a user's layer may raise anything
+        if isinstance(exc, ValueError) and name in str(exc):  # labkit's own shape errors
+            raise GradcheckError(one_line(exc)) from None
+        detail, kind = one_line(exc), type(exc).__name__
+        said = kind if detail == kind else f"{kind}: {detail}"
+        raise GradcheckError(f"{name}: {what} raised {said}") from None
+
+
 def backward_pass(work, name: str, x: np.ndarray, rng: np.random.Generator) -> BackwardPass:
     """The layer's forward and ``backward(R)`` for a random R drawn from ``rng``.
 
     A first forward on different data catches layers that keep a stale cached input.
     """
-    try:
-        work.forward(x[::-1].copy() * 0.5 + 0.1)
-        output = np.array(require_finite(np.asarray(work.forward(x)), "forward output", name))
-    except ValueError as exc:
-        raise GradcheckError(str(exc) if name in str(exc) else f"{name}: {exc}") from None
+    call_layer(name, "forward", work.forward, x[::-1].copy() * 0.5 + 0.1)
+    forward = call_layer(name, f"forward(x) of shape {x.shape}", work.forward, x)
+    output = np.array(require_finite(np.asarray(forward), "forward output", name))
     projection = rng.standard_normal(output.shape)
     if hasattr(work, "grads"):
         work.grads = {}
     handed = projection.copy()
-    grad_x = work.backward(handed)
+    grad_x = call_layer(name, "backward", work.backward, handed)
     overwrote = not np.array_equal(handed, projection)
     grads = dict(getattr(work, "grads", None) or {})  # before any further forward
     return BackwardPass(output, projection, grad_x, grads, overwrote)

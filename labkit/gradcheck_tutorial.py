@@ -27,7 +27,6 @@ deep copies; the caller's layer is never touched.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -37,6 +36,7 @@ from labkit.errors import one_line
 from labkit.gradcheck import (
     OVERWROTE,
     GradcheckError,
+    call_layer,
     example_input,
     require_finite,
     valid_gradient,
@@ -128,21 +128,10 @@ def tutorial_input(layer, x, name: str, seed: int = 0) -> np.ndarray:
     return x
 
 
-def _call(name: str, what: str, function: Callable, *args):
-    """``function(*args)``; a crash of the student's code becomes a one-line GradcheckError."""
-    try:
-        return function(*args)
-    except Exception as exc:  # the student's code may raise anything
-        detail = one_line(exc)
-        kind = type(exc).__name__
-        said = kind if detail == kind else f"{kind}: {detail}"
-        raise GradcheckError(f"{name}: {what} raised {said}") from None
-
-
 def _forward(work, name: str, x: np.ndarray, *, finite: bool = True) -> np.ndarray:
     """A float64 copy of ``work.forward(x)`` (forward may reuse its output array), finite
     unless told otherwise (the second probe input need not be in the layer's domain)."""
-    output = _call(name, f"forward(x) of shape {x.shape}", work.forward, x)
+    output = call_layer(name, f"forward(x) of shape {x.shape}", work.forward, x)
     if output is None:
         raise GradcheckError(f"{name}: forward returned None")
     try:
@@ -225,7 +214,7 @@ def sgd_step(
     before = {key: getattr(probe, key).copy() for key in params}
     handed = projection.copy()
     what = "backward(output_gradient, learning_rate)"
-    grad_x = _call(name, what, probe.backward, handed, learning_rate)
+    grad_x = call_layer(name, what, probe.backward, handed, learning_rate)
     after = {key: _as_float(getattr(probe, key, None)) for key in params}
     overwrote = not np.array_equal(handed, projection)
     return SgdStep(_as_float(grad_x), before, after, overwrote)

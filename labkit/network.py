@@ -220,17 +220,17 @@ class Network:
             if not isinstance(entry, dict) or not isinstance(config, dict | None):
                 raise LabkitError(f"layer {index}: expected {{'class': ..., 'config': {{...}}}}")
             layer_class = registry.resolve(entry.get("class"), layers)
-            if entry.get("config", {}) is None:
+            if config is None:
                 raise LabkitError(
                     f"layer {index} ({entry['class']}) was saved without a config(): "
                     "rebuild the network from its code (--model FILE.py:NAME)"
                 )
-            arguments = _config(entry.get("config", {}))
+            arguments = _config(config)
             if rng is not None and "rng" in inspect.signature(layer_class).parameters:
                 arguments["rng"] = rng
             try:
                 built.append(layer_class(**arguments))
-            except (ValueError, TypeError, KeyError, MemoryError) as exc:
+            except Exception as exc:  # a user's constructor may raise anything
                 raise LabkitError(
                     f"layer {index} ({entry.get('class')}): bad config ({one_line(exc)})"
                 ) from None

@@ -127,7 +127,7 @@ OPS: dict[type, Callable] = {
 }
 
 
-def _op_for(layer) -> Callable:
+def op_for(layer) -> Callable:
     """The op builder of the nearest class in ``layer``'s MRO (so subclasses and mutants
     are compared with what they claim to be); generic ``Activation`` has none."""
     for cls in type(layer).__mro__:
@@ -175,7 +175,7 @@ def check_layer_against_tensorflow(
     """Compare ``layer``'s output, input gradient and parameter gradients with TensorFlow."""
     name = layer_name(layer)
     tolerance = validated_tolerance(rtol, atol)
-    op = _op_for(layer)
+    op = op_for(layer)
     require_backward(layer)
     tf = _tensorflow()
     work = float64_copy(layer)

@@ -151,14 +151,20 @@ def _import(source: str) -> ModuleType:
         spec = importlib.util.spec_from_file_location(name, path.resolve())
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # so the module's classes pickle/copy by their name
-        _run_user_code(lambda: spec.loader.exec_module(module), source)
+        try:
+            _run_user_code(lambda: spec.loader.exec_module(module), source)
+        except BaseException:
+            del sys.modules[name]  # never leave a half-run module behind
+            raise
         return module
     try:
-        return _run_user_code(lambda: importlib.import_module(source), source)
+        return importlib.import_module(source)
     except ModuleNotFoundError as exc:
-        if exc.name and source.startswith(exc.name):  # the module itself, not its imports
+        if exc.name == source or source.startswith(f"{exc.name}."):  # the module itself
             raise LabkitError(f"--model {source}: no module named {exc.name!r}") from None
-        raise
+        raise LabkitError(f"--model {source}: {_user_frame(exc)}") from None
+    except Exception as exc:  # the user's module failed while importing
+        raise LabkitError(f"--model {source}: {_user_frame(exc)}") from None
 
 
 def _make(target: Any, seed: int, spec: str) -> Any:
@@ -182,10 +188,6 @@ def _run_user_code(job, where: str) -> Any:
         return job()
     except LabkitError:
         raise
-    except ModuleNotFoundError as exc:
-        if exc.name and where.startswith(exc.name):
-            raise
-        raise LabkitError(f"--model {where}: {_user_frame(exc)}") from None
     except (Exception, SystemExit) as exc:
         raise LabkitError(f"--model {where}: {_user_frame(exc)}") from None
 
@@ -226,7 +228,8 @@ def load_network(
     model = with_layers(model, layers)
     saved = read_weights(path)
     network = network_for(saved.architecture, model, str(path), saved.model)
-    network.set_weights(saved.arrays, source=path, keep_dtype=model is not None)
+    from_code = model is not None and model.network is not None
+    network.set_weights(saved.arrays, source=path, keep_dtype=from_code)
     return network
 
 

@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
@@ -31,3 +32,9 @@ def pytest_setup_options():
     if shutil.which("chromium"):
         options.binary_location = shutil.which("chromium")
     return options
+
+
+@pytest.fixture(autouse=True)
+def _no_data_from_the_environment(monkeypatch):
+    """Tests train on the bundled sample: a user's LABKIT_DATA must not change them."""
+    monkeypatch.delenv("LABKIT_DATA", raising=False)

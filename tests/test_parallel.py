@@ -222,9 +222,18 @@ def blas_threads_now() -> set[int]:
 
 def test_single_threaded_blas_nests_and_gives_back_the_count_when_the_outermost_leaves():
     def in_a_thread(fn) -> None:
-        thread = threading.Thread(target=fn)
+        failures = []
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # reported to the test's thread
+                failures.append(exc)
+
+        thread = threading.Thread(target=run)
         thread.start()
         thread.join(10)
+        assert not thread.is_alive() and not failures, failures
 
     seen = []
     with threadpool_limits(limits=2, user_api="blas"):
@@ -249,4 +258,4 @@ def test_single_threaded_blas_nests_and_gives_back_the_count_when_the_outermost_
     with step_blas():
         pass
     in_a_thread(another_step)
-    assert seen[-1] == {1}
+    assert seen == [{1}, {1}]

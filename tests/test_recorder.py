@@ -264,7 +264,7 @@ def test_the_network_at_a_step_has_that_steps_weights(recorded):
     )
 
 
-def test_weights_of_the_wrong_shape_are_refused_in_one_line(recorded):
+def test_weights_of_the_wrong_shape_are_refused_in_one_line():
     network = lenet()
     weights = network.state_dict()
     weights["0.kernels"] = np.zeros((3, 1, 5, 5), dtype=np.float32)

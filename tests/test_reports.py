@@ -46,10 +46,8 @@ CASES = status_cases()
 
 @pytest.mark.parametrize("check", [c for _, c in CASES], ids=[i for i, _ in CASES])
 def test_the_status_of_a_check_and_of_its_json_are_the_same_text(check):
-    stored = json.loads(json.dumps(check.to_dict()))
-    assert reports.status_text(check.to_dict()) == check.status
+    stored = json.loads(json.dumps(check.to_dict()))  # what a run keeps: NaN becomes null
     assert reports.status_text(stored) == check.status
-    assert stored["status"] == check.status
     assert reports.format_table([check]).splitlines()[-1].endswith(check.status)
 
 

@@ -5,6 +5,7 @@ and every bad --model is one line, exit 2, nothing written."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -18,11 +19,21 @@ from labkit.cli import main
 from labkit.errors import LabkitError
 from labkit.layers import Dense, ReLU, registry
 from labkit.network import Network, read_weights
-from labkit.usercode import load_model
+from labkit.usercode import load_model, load_network
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LEAKY = f"{EXAMPLES / 'leaky_net.py'}:build"
 QUICK = ["--epochs", "1", "--no-progress", "--record-every", "20"]
+
+
+@pytest.fixture(autouse=True)
+def _forget_user_modules():
+    """--model imports the users' files into sys.modules: drop them after each test."""
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if not name.startswith(("labkit", "dashboards")):
+            del sys.modules[name]
 
 
 def one_line_error(capsys, code) -> str:
@@ -92,7 +103,7 @@ def test_the_dashboards_check_button_rebuilds_a_user_run(leaky_run):
     assert option["label"] == f"leaky (completed, --model {LEAKY})"
     without = RunStore(leaky_run.parent)
     cached = without.get(leaky_run.name)
-    with pytest.raises(LabkitError, match=f"--model {LEAKY}"):
+    with pytest.raises(LabkitError, match=re.escape(f"--model {LEAKY}")):
         callbacks.check_at_step(cached, 2, without.model_for(cached.run))
     store = RunStore(leaky_run.parent, [load_model(LEAKY)])
     cached = store.get(leaky_run.name)
@@ -259,11 +270,9 @@ def test_a_bad_model_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsy
 
 STUDENT = textwrap.dedent(
     """
-    import numpy as np
-    from tutorial_mutants import Dense, DenseInputAfterUpdate  # tests/: the student's layers
+    from tutorial_mutants import Dense, DenseInputAfterUpdate, seeded  # the student's layers
 
-    np.random.seed(0)
-    right, wrong = Dense(4, 3), DenseInputAfterUpdate(4, 3)
+    right, wrong = seeded(lambda: (Dense(4, 3), DenseInputAfterUpdate(4, 3)), 0)
     right.input_shape = wrong.input_shape = (4, 1)  # so the check draws one sample itself
     """
 )
@@ -296,3 +305,64 @@ def test_a_tutorial_style_layer_in_a_network_is_one_line(tmp_path, capsys):
     source.write_text(STUDENT + "\nfrom labkit import Network\n\n" + build)
     message = one_line_error(capsys, main(["train", "--model", f"{source}:build", *QUICK]))
     assert "layer 0 (Dense) does not follow labkit's Layer contract" in message
+
+
+USER_CRASHES = {
+    "torch_net.py": "import a_missing_package_xyz\n",  # the file's name is not the module
+    "bad_layer.py": textwrap.dedent(
+        """
+        from labkit.layers import Layer
+
+        class Bad(Layer):
+            def forward(self, input):
+                raise TypeError("my forward is broken")
+            def backward(self, output_gradient, learning_rate=None):
+                return output_gradient
+        """
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["gradcheck", "--model", "torch_net.py:x"], "No module named 'a_missing_package_xyz'"),
+        (["gradcheck", "--model", "bad_layer.py:Bad"], "forward raised TypeError: my forward"),
+    ],
+)
+def test_the_users_own_crashes_are_one_line(tmp_path, monkeypatch, capsys, args, message):
+    for name, text in USER_CRASHES.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert message in one_line_error(capsys, main(args))
+    assert "torch_net" not in sys.modules  # a file that failed to run is not left behind
+
+
+def test_a_user_constructor_that_raises_is_one_line(tmp_path):
+    class Fussy(ReLU):
+        def __init__(self, level=1):
+            raise RuntimeError("needs a GPU")
+
+        def config(self):
+            return {"level": 1}
+
+    spec = [{"class": registry.class_name(Fussy), "config": {"level": 1}}]
+    with pytest.raises(LabkitError, match="layer 0 .*bad config \\(needs a GPU\\)"):
+        Network.from_architecture(spec, layers=[Fussy])
+
+
+def test_the_oracle_refuses_a_layer_it_cannot_mirror_before_any_check(monkeypatch):
+    import labkit.checks as checks
+
+    monkeypatch.setattr(checks, "check_layer", lambda *a, **k: pytest.fail("checked first"))
+    network = load_model(LEAKY).network
+    with pytest.raises(LabkitError, match="01-LeakyReLU: no TensorFlow counterpart"):
+        checks.check_all(network, oracle="tensorflow")
+
+
+def test_weights_read_with_layers_keep_their_saved_dtype(tmp_path, leaky_run):
+    model = load_model(LEAKY)
+    network = load_network(leaky_run / "weights.npz", model).astype(np.float64)
+    network.save(tmp_path / "w.npz")
+    again = load_network(tmp_path / "w.npz", layers=model.classes)
+    assert again.layers[0].params["kernels"].dtype == np.float64

@@ -9,7 +9,7 @@ from labkit.commands.args import add_model_argument
 from labkit.errors import LabkitError
 from labkit.inspect import feature_map_figure, kernel_grid_figure
 from labkit.recording import open_recording
-from labkit.usercode import load_model, network_for
+from labkit.usercode import architecture_difference, load_model
 
 
 def add_parser(commands) -> None:
@@ -31,8 +31,10 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     recorded = open_recording(args.run)
     if args.model is not None:  # read only the arrays; but never draw another network's run
-        model = load_model(args.model)
-        network_for(recorded.manifest.get("architecture"), model, str(args.run))
+        ours = load_model(args.model).network.architecture(partial=True)
+        problem = architecture_difference(ours, recorded.manifest.get("architecture") or ours)
+        if problem:
+            raise LabkitError(f"--model {args.model} is not the network of {args.run}: {problem}")
     if not len(recorded):
         raise LabkitError(f"{args.run}: the run has no completed record yet")
     step = int(recorded.steps[-1]) if args.step is None else args.step
