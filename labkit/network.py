@@ -240,14 +240,9 @@ class Network:
     def load(cls, path: str | os.PathLike, layers: Iterable[type] = ()) -> Network:
         """Rebuild a network saved with :meth:`save` (never unpickles or imports anything;
         a user's layer classes come from ``layers``, as in :meth:`from_architecture`)."""
-        saved = read_weights(path)
-        try:
-            network = cls.from_architecture(saved.architecture, layers)
-        except LabkitError as exc:
-            hint = f" (it was made with --model {saved.model})" if saved.model else ""
-            raise LabkitError(f"{path}: {exc}{hint}") from None
-        network.set_weights(saved.arrays, source=path, keep_dtype=False)
-        return network
+        from labkit.usercode import load_network  # one loader, for the CLI and for Python
+
+        return load_network(path, layers=layers)
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Copy weights saved with :meth:`save` into this network's layers."""

@@ -260,9 +260,10 @@ def network_for(
         return Network.from_architecture(architecture, model.classes if model else ())
     except UnknownLayerClass as exc:
         if made_with and exc.name:  # say exactly which --model to pass
+            cls = exc.name.rpartition(":")[2]
             raise LabkitError(
                 f"{source}: layer class {exc.name!r} is not one of labkit's; it was made with "
-                f"--model {made_with}: pass that"
+                f"--model {made_with}: pass that (or layers=[{cls}] in Python)"
             ) from None
         raise LabkitError(f"{source}: {exc}") from None
     except LabkitError as exc:

@@ -17,7 +17,7 @@ from labkit.commands.args import (
     positive_int,
 )
 from labkit.data import load_mnist
-from labkit.fit import DEFAULT_LR, check_fits, fit, refuse_trained
+from labkit.fit import DEFAULT_LR, fit
 from labkit.optim import OPTIMIZERS
 from labkit.recorder import RecordSchedule
 from labkit.train import Callback, EpochResult, Trainer
@@ -76,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_mnist(args.data or default_data())
     model = load_model(args.model, seed=args.seed)
     network = model.network
-    check_fits(network, data)  # before anything is written
     out = args.out or Path("runs") / f"{model.label}-{time.strftime('%Y%m%d-%H%M%S')}"
-    refuse_trained(out, args.overwrite)
     lr = args.lr or DEFAULT_LR[args.optimizer]
     recording = "" if args.no_record else f", recording every {args.record_every} steps"
     print(
