@@ -1,21 +1,41 @@
-"""The finite-difference engine: numeric derivatives of a scalar objective, judged per element.
+"""The finite-difference engine: numeric derivatives with their own error, judged.
 
-An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``. The forward
-difference ``(L(t+eps) - L(t)) / eps`` is tried first and an element it confirms is not
-probed further; otherwise the central difference decides, unless the one-sided
-differences keep disagreeing at ``eps / 10`` (a kink: ReLU at 0, a max-pool tie), which
-is counted as a kink, not a failure. :mod:`labkit.gradcheck` builds the objectives and
-validates the settings; this module only perturbs, differences and judges.
+**Elements.** Each element ``t`` moves by a step relative to its magnitude,
+``h = eps * max(|t|, rms(tensor))``, in both directions: the central difference
+``(L(t+h) - L(t-h)) / 2h`` is the numeric derivative and ``eps * sum|R * output| / h``
+over the outputs that moved bounds its rounding. An element passes when
+``|analytic - numeric| <= rtol * max(|numeric|, FLOOR * max|analytic|) + atol + rounding``.
+One that doesn't is probed again at ``h / 10``: if both steps agree it is a failure (the
+numeric value is sure, to ``|C(h) - C(h/10)|``); if the one-sided differences
+``(L(t+h) - L(t)) / h`` and ``(L(t) - L(t-h)) / h`` disagree at both steps by the same
+slope jump, ``t`` sits on a kink (ReLU at 0, a max-pool tie) and is not judged alone; else
+a kink lies between ``h / 10`` and ``h`` and ``h / 100`` decides.
+
+**Kinks jointly.** The elements at kinks are then moved together: tied max-pool inputs
+moved together stay tied, so ``L`` is smooth along that direction and the gradient's sum
+over them must match its slope; where it still kinks, the sum must lie between the two
+one-sided slopes. A gradient valid element by element but not jointly fails here.
+
+**Directions.** The whole tensor moves along the gradient itself (in full mode as well),
+``u = s * g / max|g|``; a Richardson extrapolation of central differences at ``h`` and
+``h / 2`` (``h = 1e-4``) gives ``<grad L, u>`` to ~1e-12, so a whole tensor scaled by
+``1 + 1e-7`` fails. ``mode="fast"`` checks only directions: the gradient's and random ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from labkit.reports import TensorCheck, Tolerance, summarize
+from labkit.probes import Move, Probe, magnitudes
+from labkit.reports import FlatPositions, TensorCheck, Tolerance, summarize
+
+EPS = float(np.finfo(np.float64).eps)
+ROUNDING = 64  # rounding safety factor: sums of many terms round worse than their total
+FINE = 10  # ratio of the kink probes' steps
+DIRECTION_STEP = 1e-4  # relative step along a direction; Richardson cancels the h^2 error
+DIRECTION_RTOL = 1e-2  # a direction's tolerance, as a fraction of the elements' rtol
 
 
 @dataclass
@@ -30,195 +50,271 @@ class Settings:
     rng: np.random.Generator
 
 
-def _differences(
-    place: Callable[[float], None], step: float, objective: Callable[[], float]
-) -> tuple[float, float, float]:
-    """Central, forward and backward differences along ``place`` of an objective that is 0
-    at the unmoved point."""
-    place(step)
-    plus = objective()
-    place(-step)
-    minus = objective()
-    place(0.0)
-    return (plus - minus) / (2 * step), plus / step, -minus / step
+@dataclass
+class Judged:
+    """Per-element outcome of :func:`judge`."""
+
+    numeric: np.ndarray
+    error: np.ndarray  # the numeric value's estimated error (rounding, step dependence)
+    allowed: np.ndarray
+    kink: np.ndarray
 
 
-def _judge(
-    analytic: float,
-    place: Callable[[float], None],
-    objective: Callable[[], float],
+def _central(probe: Probe, picks, up, down):
+    """Central, forward and backward differences at steps ``up`` / ``down``, and rounding."""
+    plus, plus_noise = probe(picks, up)
+    minus, minus_noise = probe(picks, -down)
+    central = (plus - minus) / (up + down)
+    rounding = ROUNDING * EPS * np.hypot(plus_noise, minus_noise) / (up + down)
+    return central, plus / up, -minus / down, rounding
+
+
+def judge(
+    analytic: np.ndarray,
+    picks: np.ndarray,
+    original: np.ndarray,
+    probe: Probe,
     s: Settings,
-) -> tuple[float, bool]:
-    """Numeric derivative along ``place`` and whether it sits on a kink.
+    scale: float,
+    linear: bool = False,
+) -> Judged:
+    """Numeric derivatives of the ``picks`` elements (values ``original``), judged against
+    ``analytic`` (see the module docstring); ``scale`` is the tensor's largest |gradient|.
+    Where the objective is ``linear`` in the tensor, a forward difference is exact and
+    comes first; the elements it doesn't confirm get the whole treatment."""
+    steps = s.eps * magnitudes(original)
 
-    A forward difference comes first: it costs one evaluation and is exact (up to
-    rounding) wherever the output is linear in the tensor, as it is in every weight and
-    bias. Only an element it doesn't confirm pays for the central difference; if that
-    still fails, it is probed again at ``eps / 10``. A smooth function gives the same
-    central difference at both steps and one-sided differences whose disagreement
-    shrinks tenfold (curvature); a kink inside the step (or several, along a direction)
-    breaks one or the other, and the element is a kink. Otherwise the central
-    difference at ``eps`` (less rounding than the finer one) decides.
-    """
-    place(s.eps)
-    up = objective()  # the objectives are L(t) - L(t0): 0 at the unmoved point
-    place(0.0)
-    forward = up / s.eps
-    if abs(analytic - forward) <= s.tolerance.allowed(forward):
-        return forward, False
-    place(-s.eps)
-    down = -objective()
-    place(0.0)
-    central, backward = (up + down) / (2 * s.eps), down / s.eps
-    tolerance = s.tolerance.allowed(central)
-    if abs(analytic - central) <= tolerance:
-        return central, False
-    fine_central, fine_forward, fine_backward = _differences(place, s.eps / 10, objective)
-    gap = abs(forward - backward)
-    kink = abs(fine_central - central) > tolerance or (
-        gap > tolerance and abs(fine_forward - fine_backward) > 0.5 * gap
-    )
-    return central, kink
+    def exact(h: np.ndarray, at) -> tuple[np.ndarray, np.ndarray]:
+        """Steps as they land in floating point: (t + h) - t and t - (t - h)."""
+        t = original[at]
+        return (t + h) - t, t - (t - h)
+
+    up, down = exact(steps, slice(None))
+    count = len(picks)
+    numeric, rounding = np.zeros(count), np.zeros(count)
+    forward, backward = np.zeros(count), np.zeros(count)
+    todo = np.arange(count)
+    if linear:
+        plus, noise = probe(picks, up)
+        numeric, rounding = plus / up, ROUNDING * EPS * noise / up
+        allowed = s.tolerance.allowed(numeric, scale) + rounding
+        todo = np.flatnonzero(~(np.abs(analytic - numeric) <= allowed))
+    if len(todo):
+        t = todo
+        numeric[t], forward[t], backward[t], rounding[t] = _central(probe, picks[t], up[t], down[t])
+    allowed = s.tolerance.allowed(numeric, scale) + rounding
+    error = rounding.copy()
+    kink = np.zeros(count, dtype=bool)
+    unsure = todo[~(np.abs(analytic[todo] - numeric[todo]) <= allowed[todo])]
+    if not len(unsure):
+        return Judged(numeric, error, allowed, kink)
+
+    u = unsure
+    up2, down2 = exact(steps[u] / FINE, u)
+    fine, fine_forward, fine_backward, fine_rounding = _central(probe, picks[u], up2, down2)
+    fine_allowed = s.tolerance.allowed(fine, scale) + fine_rounding
+    # A kink: the one-sided slopes differ by more than their rounding (which is twice the
+    # central difference's), by as much at h/10 as at h. A NaN is never a kink: it fails.
+    gap, fine_gap = np.abs(forward[u] - backward[u]), np.abs(fine_forward - fine_backward)
+    finite = np.isfinite(numeric[u]) & np.isfinite(fine)
+    at_kink = finite & (gap > allowed[u] + 2 * rounding[u])
+    at_kink &= (fine_gap > 0.5 * gap) & (fine_gap > 2 * fine_rounding)
+    kink[u[at_kink]] = True
+    drift = np.abs(numeric[u] - fine)
+    agree = ~at_kink & ((drift <= allowed[u] + fine_allowed) | ~finite)  # smooth here: sure
+    error[u] = np.where(agree, drift + rounding[u], error[u])  # and the coarse step decides
+    between = np.flatnonzero(~agree & ~at_kink)  # a kink between h/10 and h, or curvature
+    if len(between):
+        b = u[between]
+        up3, down3 = exact(steps[b] / FINE**2, b)
+        finest, _, _, finest_rounding = _central(probe, picks[b], up3, down3)
+        steady = np.abs(fine[between] - finest) <= fine_allowed[between] + (
+            s.tolerance.allowed(finest, scale) + finest_rounding
+        )
+        numeric[b] = fine[between]
+        allowed[b] = fine_allowed[between]
+        error[b] = np.abs(fine[between] - finest) + fine_rounding[between]
+        kink[b[~steady]] = True
+    return Judged(numeric, error, allowed, kink)
 
 
-def maps_samples_independently(work, x: np.ndarray, output: np.ndarray) -> bool:
-    """True when the layer maps each sample on its own (then input checks can be batched)."""
-    try:
-        singles = np.concatenate([np.asarray(work.forward(x[i : i + 1])) for i in range(len(x))])
-    except (ValueError, TypeError):
-        return False
-    scale = max(float(np.abs(output).max()), 1.0)
-    return singles.shape == output.shape and bool(np.allclose(singles, output, 0, 1e-12 * scale))
+@dataclass
+class Slope:
+    """A directional derivative: its value, estimated error, and whether it is sure."""
+
+    value: float
+    error: float
+    sure: bool
 
 
-def compare_input_batched(
-    check: TensorCheck,
-    work,
-    x: np.ndarray,
-    output: np.ndarray,
-    projection: np.ndarray,
-    grad_x: np.ndarray,
-    s: Settings,
-    chunk: int = 256,
-) -> TensorCheck:
-    """Full input check with many perturbed copies of a sample stacked into one forward.
+def slope_along(move: Move, u: np.ndarray) -> Slope:
+    """``<grad L, u>`` by Richardson extrapolation of central differences at ``h`` and
+    ``h / 2``, ``h`` = 1e-4, 1e-6, 1e-8 until it is sure: both steps agree and the
+    one-sided slopes converge (a kink inside the step breaks one or the other; a kink
+    exactly at ``t`` leaves the central difference steady but not the one-sided gap)."""
+    best = None
+    for h in (DIRECTION_STEP, DIRECTION_STEP / 100, DIRECTION_STEP / 1e4):
+        centrals, gaps, noise = [], [], 0.0
+        for step in (h, h / 2):
+            plus, plus_noise = move(step * u)
+            minus, minus_noise = move(-step * u)
+            centrals.append((plus - minus) / (2 * step))
+            gaps.append(abs(plus + minus) / step)
+            noise = max(noise, EPS * (plus_noise + minus_noise) / step)
+        coarse, fine = centrals
+        value = (4 * fine - coarse) / 3
+        error = abs(coarse - fine) + noise
+        slack = 1e-6 * abs(value) + ROUNDING * noise
+        kinked = gaps[1] > 0.75 * gaps[0] and gaps[0] > slack
+        slope = Slope(value, error, sure=abs(coarse - fine) <= slack and not kinked)
+        if slope.sure:
+            return slope
+        best = slope if best is None or slope.error < best.error else best
+    return best
 
-    Only valid for layers that treat samples independently (see
-    :func:`maps_samples_independently`); it turns one forward per element into one
-    forward per ``chunk`` elements.
-    """
-    n = len(x)
-    rows = x.reshape(n, -1)
-    per_sample = rows.shape[1]
-    base = output.reshape(n, -1)
-    weights = projection.reshape(n, -1)
-    index = np.arange(rows.size)
-    if s.max_elements is not None and rows.size > s.max_elements:
-        index = np.sort(s.rng.choice(rows.size, size=s.max_elements, replace=False))
 
-    def shifted(step: float, picks: np.ndarray) -> np.ndarray:
-        """L(x + step e_i) - L(x) for each flat index i in picks, ``chunk`` per forward."""
-        result = np.empty(len(picks))
-        for begin in range(0, len(picks), chunk):
-            part = picks[begin : begin + chunk]
-            sample, element = np.divmod(part, per_sample)
-            moved = rows[sample]  # fancy indexing: a fresh copy per pick
-            moved[np.arange(len(part)), element] += step
-            out = np.asarray(work.forward(moved.reshape(len(part), *x.shape[1:])))
-            out = out.reshape(len(part), -1)
-            result[begin : begin + len(part)] = np.sum(weights[sample] * (out - base[sample]), 1)
-        return result
+def slope_allowed(slope: Slope, s: Settings) -> float:
+    """The error allowed against a sure slope: a hundredth of the elements' rtol, plus
+    four times its own estimated error."""
+    rtol = s.tolerance.rtol * DIRECTION_RTOL
+    return s.tolerance.atol + rtol * abs(slope.value) + 4 * slope.error
 
-    # The same decisions as _judge, vectorized: forward difference, then central
-    # difference for what it doesn't confirm, then the eps/10 kink probe.
-    analytic = grad_x.reshape(-1)[index]
-    numeric = shifted(s.eps, index) / s.eps
-    kink = np.zeros(len(index), dtype=bool)
-    unsure = np.flatnonzero(~(np.abs(analytic - numeric) <= s.tolerance.allowed(numeric)))
-    if len(unsure):
-        up = numeric[unsure] * s.eps
-        down = -shifted(-s.eps, index[unsure])
-        central = (up + down) / (2 * s.eps)
-        one_sided_gap = np.abs(up - down) / s.eps
-        numeric[unsure] = central
-        tolerance = s.tolerance.allowed(central)
-        suspect = ~(np.abs(analytic[unsure] - central) <= tolerance)
-        if suspect.any():
-            fine = s.eps / 10
-            picks = index[unsure[suspect]]
-            fine_up, fine_down = shifted(fine, picks), -shifted(-fine, picks)
-            fine_central = (fine_up + fine_down) / (2 * fine)
-            gap, limit = one_sided_gap[suspect], tolerance[suspect]
-            on_kink = (np.abs(fine_central - central[suspect]) > limit) | (
-                (gap > limit) & (np.abs(fine_up - fine_down) / fine > 0.5 * gap)
-            )
-            kink[unsure[suspect][on_kink]] = True
-    positions = [tuple(int(v) for v in np.unravel_index(i, x.shape)) for i in index]
-    return summarize(check, analytic, numeric, kink, positions, s.tolerance)
+
+def judge_gradient_direction(check: TensorCheck, analytic: float, slope: Slope, s) -> None:
+    """Note a failure on ``check`` when ``analytic`` misses the slope along the gradient."""
+    relative = abs(analytic - slope.value) / max(abs(slope.value), abs(analytic), 1e-300)
+    check.directional = relative
+    if not abs(analytic - slope.value) <= slope_allowed(slope, s):
+        check.add_note(
+            f"along the gradient: analytic {analytic:.10g}, numeric {slope.value:.10g} "
+            f"± {slope.error:.1g} (relative error {relative:.1e})"
+        )
+
+
+def _gradient_direction(gradient: np.ndarray, magnitude: np.ndarray) -> np.ndarray | None:
+    """``magnitude * g / max|g|``: the whole tensor moved the way the gradient says."""
+    top = float(np.max(np.abs(gradient))) if gradient.size else 0.0
+    return None if top == 0 or not np.isfinite(top) else magnitude * (gradient / top)
+
+
+def check_kinks_jointly(check, gradient, picks, kink, original, move, s, scale) -> None:
+    """Move every element at a kink together (see the module docstring); note on ``check``
+    a gradient that is not valid jointly, or a tensor with nothing but kinks."""
+    at = picks[kink]
+    if not len(at):
+        return
+    u = np.zeros(len(original))
+    u[at] = s.eps * magnitudes(original)[at] / FINE
+    analytic = float(gradient[at] @ u[at])
+    sides = []
+    for factor in (1.0, 1.0 / FINE):
+        plus, plus_noise = move(factor * u)
+        minus, minus_noise = move(-factor * u)
+        rounding = ROUNDING * EPS * (plus_noise + minus_noise) / factor
+        sides.append((plus / factor, -minus / factor, rounding))
+    (f1, b1, r1), (f2, b2, r2) = sides
+    allowed = s.tolerance.allowed((f2 + b2) / 2, scale * float(np.abs(u).sum())) + r2
+    smooth = abs(f1 - b1) <= allowed + r1 and abs(f2 - b2) <= allowed
+    count = f"the {len(at)} elements at kinks, moved together"
+    if smooth:
+        slope = (f2 + b2) / 2
+        if not abs(analytic - slope) <= allowed:
+            check.add_note(f"{count}: the gradient gives {analytic:.6g}, the slope is {slope:.6g}")
+    elif not min(f2, b2) - allowed <= analytic <= max(f2, b2) + allowed:
+        check.add_note(
+            f"{count}: the gradient gives {analytic:.6g}, outside the one-sided slopes "
+            f"{min(f2, b2):.6g} and {max(f2, b2):.6g}"
+        )
+    elif check.kinks == check.checked:
+        check.add_note("every element is at a kink: no derivative could be compared")
+
+
+def is_linear(move: Move, magnitude: np.ndarray, s: Settings, step: float = 1e-3) -> bool:
+    """Whether the objective is linear in the tensor (a weight, a convolution's input):
+    along two random directions, ``L(t + u) + L(t - u) - 2 L(t)`` is rounding alone."""
+    for _ in range(2):
+        u = step * magnitude * s.rng.standard_normal(magnitude.size)
+        (plus, plus_noise), (minus, minus_noise) = move(u), move(-u)
+        if not abs(plus + minus) <= ROUNDING * EPS * (plus_noise + minus_noise):
+            return False
+    return True
 
 
 def compare_tensor(
     check: TensorCheck,
     tensor: np.ndarray,
     analytic_grad: np.ndarray,
-    objective: Callable[[], float],
+    probe: Probe,
+    move: Move,
     s: Settings,
 ) -> TensorCheck:
-    """Perturb ``tensor`` in place (restoring it exactly) and compare with ``analytic_grad``.
-
-    ``tensor`` must be C-contiguous: it is perturbed through a flat view of it.
-    """
-    flat = tensor.reshape(-1)
-    original = flat.copy()
+    """Compare ``analytic_grad`` with differences of ``tensor`` (moved in place through
+    ``probe`` and ``move``, which put it back exactly): elements (full mode), kinks
+    jointly, and directions."""
+    original = tensor.reshape(-1).copy()
     gradient = analytic_grad.reshape(-1)
+    scale = float(np.max(np.abs(gradient))) if gradient.size else 0.0
+    magnitude = magnitudes(original)
+    if s.mode != "full":
+        return _compare_directions(check, tensor, analytic_grad, probe, move, s)
+    picks = np.arange(original.size)
+    if s.max_elements is not None and original.size > s.max_elements:
+        picks = np.sort(s.rng.choice(original.size, size=s.max_elements, replace=False))
+    analytic = gradient[picks]
+    linear = is_linear(move, magnitude, s)
+    judged = judge(analytic, picks, original[picks], probe, s, scale, linear)
+    positions = FlatPositions(tensor.shape, picks)
+    summarize(check, analytic, judged.numeric, judged.kink, positions, judged.allowed, judged.error)
+    check_kinks_jointly(check, gradient, picks, judged.kink, original, move, s, scale)
+    u = _gradient_direction(gradient, magnitude)
+    if u is not None and not check.failures:  # the whole tensor, where no element failed
+        slope = slope_along(move, u)
+        if slope.sure:
+            judge_gradient_direction(check, float(gradient @ u), slope, s)
+    return check
 
-    if s.mode == "full":
-        index = np.arange(flat.size)
-        if s.max_elements is not None and flat.size > s.max_elements:
-            index = np.sort(s.rng.choice(flat.size, size=s.max_elements, replace=False))
-        analytic = gradient[index]
-        numeric = np.empty(len(index))
-        kink = np.zeros(len(index), dtype=bool)
-        for j, i in enumerate(index):
 
-            def place(delta: float, i=i) -> None:
-                flat[i] = original[i] + delta
-
-            numeric[j], kink[j] = _judge(analytic[j], place, objective, s)
-        positions = [tuple(int(v) for v in np.unravel_index(i, tensor.shape)) for i in index]
-        return summarize(check, analytic, numeric, kink, positions, s.tolerance)
-
-    # fast: directional derivatives <g, v>; a direction that crosses a kink is redrawn
-    analytic_values, numeric_values, kinks, attempts = [], [], 0, 0
-    while len(analytic_values) < s.directions and attempts < 4 * s.directions:
+def _compare_directions(check, tensor, analytic_grad, probe, move, s: Settings) -> TensorCheck:
+    """Fast mode: the gradient's direction, then random ones; a direction that crosses a
+    kink is redrawn, and if every one does, sampled elements are checked instead."""
+    gradient = analytic_grad.reshape(-1)
+    magnitude = magnitudes(tensor.reshape(-1))
+    first = _gradient_direction(gradient, magnitude)
+    pending = [] if first is None else [first]
+    analytic, numeric, errors, allowed = [], [], [], []
+    kinks = attempts = 0
+    while len(analytic) < s.directions and attempts < 4 * s.directions:
         attempts += 1
-        v = s.rng.standard_normal(flat.size)
-
-        def place(delta: float, v=v) -> None:
-            np.add(original, delta * v, out=flat)
-
-        analytic = float(gradient @ v)
-        numeric, on_kink = _judge(analytic, place, objective, s)
-        if on_kink:
+        u = pending.pop() if pending else magnitude * s.rng.standard_normal(gradient.size)
+        slope = slope_along(move, u)
+        if not slope.sure:
             kinks += 1
             continue
-        analytic_values.append(analytic)
-        numeric_values.append(numeric)
-    count = len(analytic_values)
-    check = summarize(
-        check,
-        np.array(analytic_values),
-        np.array(numeric_values),
-        np.zeros(count, dtype=bool),
-        [(d,) for d in range(count)],
-        s.tolerance,
-    )
-    check.kinks = kinks
-    if not count:
+        analytic.append(float(gradient @ u))
+        numeric.append(slope.value)
+        errors.append(slope.error)
+        allowed.append(slope_allowed(slope, s))
+        if u is first:
+            relative = abs(analytic[0] - numeric[0]) / max(
+                abs(numeric[0]), abs(analytic[0]), 1e-300
+            )
+            check.directional = relative
+    if not analytic:
         # Every direction crossed a kink (e.g. max-pool ties among ReLU zeros): fall back
         # to single elements, where kinks are told apart one by one.
         sampled = replace(s, mode="full", max_elements=16 * s.directions)
-        fallback = compare_tensor(check, tensor, analytic_grad, objective, sampled)
+        fallback = compare_tensor(check, tensor, analytic_grad, probe, move, sampled)
         fallback.mode = "fast→elements"
         return fallback
+    count = len(analytic)
+    summarize(
+        check,
+        np.array(analytic),
+        np.array(numeric),
+        np.zeros(count, dtype=bool),
+        [(d,) for d in range(count)],
+        np.array(allowed),
+        np.array(errors),
+    )
+    check.kinks = kinks
     return check

@@ -26,22 +26,28 @@ backward pass, the objective); the differences are taken and judged in
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
-from labkit.differences import (
-    Settings,
-    compare_input_batched,
-    compare_tensor,
+from labkit import layer_calls
+from labkit.differences import Settings, compare_tensor
+from labkit.errors import LabkitError, one_line, raised
+from labkit.layer_calls import (
+    ACCUMULATES,
+    BAD_UPDATE,
+    NOT_DETERMINISTIC,
+    NOT_UPDATED,
+    ORDER,
+    add_notes,
     maps_samples_independently,
 )
-from labkit.errors import LabkitError, one_line
 from labkit.losses import Loss, resolve_loss
 from labkit.network import Network
 from labkit.parallel import single_threaded_blas
+from labkit.precision import cast_copy, check_own_dtype, own_dtype
+from labkit.probes import Scorer, element_probe, mover, stacked_input_probe
 from labkit.reports import (
     LayerReport,
     NetworkReport,
@@ -52,6 +58,11 @@ from labkit.reports import (
 )
 
 __all__ = [
+    "ACCUMULATES",
+    "BAD_UPDATE",
+    "NOT_DETERMINISTIC",
+    "NOT_UPDATED",
+    "ORDER",
     "OVERWROTE",
     "BackwardPass",
     "GradcheckError",
@@ -106,20 +117,9 @@ def _settings(eps, rtol, atol, mode, directions, max_elements, seed) -> Settings
 
 
 def float64_copy(layer):
-    """Deep copy of ``layer`` with every float parameter in float64.
-
-    Attributes that alias a parameter array (tutorial-style ``self.weights``) are pointed
-    at the new array too, so layers that read either keep working.
-    """
-    work = copy.deepcopy(layer)
-    params = getattr(work, "params", None) or {}
-    for name, value in list(params.items()):
-        converted = np.array(value, dtype=np.float64, order="C")
-        for attr, attr_value in list(vars(work).items()):
-            if attr_value is value:
-                setattr(work, attr, converted)
-        params[name] = converted
-    return work
+    """Deep copy of ``layer`` with every float array it holds in float64 (parameters,
+    gradient buffers it allocated, other attributes; aliases kept)."""
+    return cast_copy(layer, np.float64)
 
 
 def layer_name(layer) -> str:
@@ -176,9 +176,9 @@ def check_layer(
     layer,
     x: np.ndarray | None = None,
     *,
-    eps: float = 1e-6,
-    rtol: float = 1e-5,
-    atol: float = 1e-8,
+    eps: float = 1e-5,
+    rtol: float = 1e-7,
+    atol: float = 0.0,
     mode: str = "full",
     seed: int = 0,
     directions: int = 4,
@@ -202,13 +202,20 @@ def check_layer(
     if gradcheck_tutorial.is_tutorial_layer(layer):
         with single_threaded_blas():
             return gradcheck_tutorial.check_tutorial_layer(layer, x, s, name=name, seed=seed)
-    work = float64_copy(layer)
+    given = x
     x = example_input(layer, seed=seed) if x is None else np.array(x, dtype=np.float64, order="C")
     if x.ndim < 1 or len(x) == 0:
         raise GradcheckError(f"{name}: x must be a non-empty batch (N, ...), got shape {x.shape}")
-
+    try:
+        works = [float64_copy(layer), float64_copy(layer)]
+    except Exception as exc:  # a user's layer may hold anything
+        raise GradcheckError(f"{name}: cannot be copied for the check: {one_line(exc)}") from None
     with single_threaded_blas():  # thousands of tiny ops: BLAS threads only cost here
-        return _check_layer(work, name, x, s)
+        report, projection = _check_layer(*works, name, x, s)
+        dtype = own_dtype(layer, given)
+        if dtype is not None and report.checks[0].tensor != "forward":
+            report.checks += check_own_dtype(layer, name, caller(name), x, projection, dtype)
+    return report
 
 
 class BackwardPass(NamedTuple):
@@ -231,9 +238,12 @@ def call_layer(name: str, what: str, function: Callable, *args):
     except Exception as exc:  # a user's layer may raise anything
         if isinstance(exc, ValueError) and name in str(exc):  # labkit's own shape errors
             raise GradcheckError(one_line(exc)) from None
-        detail, kind = one_line(exc), type(exc).__name__
-        said = kind if detail == kind else f"{kind}: {detail}"
-        raise GradcheckError(f"{name}: {what} raised {said}") from None
+        raise GradcheckError(f"{name}: {what} raised {raised(exc)}") from None
+
+
+def caller(name: str) -> Callable:
+    """``call(what, function, *args)``: :func:`call_layer` for the layer ``name``."""
+    return lambda what, function, *args: call_layer(name, what, function, *args)
 
 
 def backward_pass(work, name: str, x: np.ndarray, rng: np.random.Generator) -> BackwardPass:
@@ -245,8 +255,6 @@ def backward_pass(work, name: str, x: np.ndarray, rng: np.random.Generator) -> B
     forward = call_layer(name, f"forward(x) of shape {x.shape}", work.forward, x)
     output = np.array(require_finite(np.asarray(forward), "forward output", name))
     projection = rng.standard_normal(output.shape)
-    if hasattr(work, "grads"):
-        work.grads = {}
     handed = projection.copy()
     grad_x = call_layer(name, "backward", work.backward, handed)
     overwrote = not np.array_equal(handed, projection)
@@ -254,32 +262,43 @@ def backward_pass(work, name: str, x: np.ndarray, rng: np.random.Generator) -> B
     return BackwardPass(output, projection, grad_x, grads, overwrote)
 
 
-def _check_layer(work, name: str, x: np.ndarray, s: Settings) -> LayerReport:
-    output, projection, grad_x, grads, overwrote = backward_pass(work, name, x, s.rng)
-
-    def objective() -> float:
-        """L(t) - L(t0), from the output difference: no cancellation of two large sums."""
-        return float(np.vdot(projection, work.forward(x) - output))
-
-    params = getattr(work, "params", None) or {}
+def _check_layer(
+    work, path_work, name: str, x: np.ndarray, s: Settings
+) -> tuple[LayerReport, np.ndarray]:
+    """The repeat calls first (:mod:`labkit.layer_calls`), then the differences of the
+    input and every parameter; ``path_work`` is a second fresh copy for the lr path.
+    Returns the report and the output gradient R it used."""
+    call = caller(name)
+    seen = layer_calls.observe(work, call, x, s.rng)
     report = LayerReport(name)
+    if "forward" in seen.notes:
+        check = TensorCheck(name, "forward", tuple(seen.output.shape), "calls")
+        report.checks.append(add_notes(check, seen.notes, "forward"))
+        return report, seen.projection
+    require_finite(seen.output, "forward output", name)
+    notes = seen.notes
+    for key, more in layer_calls.learning_rate_path(path_work, call, x, seen).items():
+        notes.setdefault(key, []).extend(more)
+
+    def forward(value: np.ndarray) -> np.ndarray:
+        return call("forward", work.forward, value)
+
+    scorer = Scorer(lambda: forward(x), seen.output, seen.projection)
     input_check = TensorCheck(name, "input", tuple(x.shape), s.mode)
-    if (
-        s.mode == "full"
-        and valid_gradient(input_check, x, grad_x)
-        and maps_samples_independently(work, x, output)
-    ):
-        grad = np.asarray(grad_x, dtype=np.float64)
-        report.checks.append(
-            compare_input_batched(input_check, work, x, output, projection, grad, s)
-        )
-    else:
-        report.checks.append(_check_one(name, "input", x, grad_x, objective, s))
-    if overwrote:  # callers (hooks, the network) may still hold that array
-        report.checks[-1].note = OVERWROTE
-    for pname, value in params.items():
-        report.checks.append(_check_one(name, pname, value, grads.get(pname), objective, s))
-    return report
+    if valid_gradient(input_check, x, seen.grad_x):
+        grad = np.asarray(seen.grad_x, dtype=np.float64)
+        stacked = None
+        if s.mode == "full" and maps_samples_independently(forward, x, seen.output):
+            stacked = stacked_input_probe(forward, x, seen.output, seen.projection)
+        probe = element_probe(x, scorer, s.eps, stacked)
+        compare_tensor(input_check, x, grad, probe, mover(x.reshape(-1), scorer), s)
+    if seen.overwrote:  # callers (hooks, the network) may still hold that array
+        input_check.add_note(OVERWROTE)
+    report.checks.append(add_notes(input_check, notes, "input"))
+    for pname, value in (getattr(work, "params", None) or {}).items():
+        check = _check_one(name, pname, value, seen.grads.get(pname), scorer, s)
+        report.checks.append(add_notes(check, notes, pname))
+    return report, seen.projection
 
 
 def valid_gradient(check: TensorCheck, value: np.ndarray, grad) -> bool:
@@ -300,14 +319,16 @@ def valid_gradient(check: TensorCheck, value: np.ndarray, grad) -> bool:
     return True
 
 
-def _check_one(name, tensor_name, value, grad, objective, s: Settings) -> TensorCheck:
+def _check_one(name, tensor_name, value, grad, scorer: Scorer, s: Settings) -> TensorCheck:
     check = TensorCheck(name, tensor_name, tuple(value.shape), s.mode)
     if not valid_gradient(check, value, grad):
         return check
     if not np.shares_memory(value.reshape(-1), value):
         raise GradcheckError(f"{name}: {tensor_name} is not a contiguous array")
     grad = np.asarray(grad, dtype=np.float64)
-    return compare_tensor(check, value, grad, objective, s)
+    flat = value.reshape(-1)
+    probe = element_probe(value, scorer, s.eps, forward_size=scorer.base.size)
+    return compare_tensor(check, value, grad, probe, mover(flat, scorer), s)
 
 
 def check_network(
@@ -316,9 +337,9 @@ def check_network(
     y: np.ndarray,
     loss: str | Loss = "softmax_cross_entropy",
     *,
-    eps: float = 1e-6,
-    rtol: float = 1e-5,
-    atol: float = 1e-8,
+    eps: float = 1e-5,
+    rtol: float = 1e-7,
+    atol: float = 0.0,
     mode: str = "fast",
     seed: int = 0,
     directions: int = 4,
@@ -346,27 +367,23 @@ def check_network(
 def _check_network(
     work: Network, x: np.ndarray, y: np.ndarray, loss: Loss, s: Settings
 ) -> NetworkReport:
-    try:
-        output = require_finite(work.forward(x), "network output", "network")
-    except ValueError as exc:
-        raise GradcheckError(f"network: {exc}") from None
-
+    call = caller("network")
+    output = require_finite(call("forward", work.forward, x), "network output", "network")
     base_loss = loss.value(y, output)
     if not np.isfinite(base_loss):
         raise GradcheckError(f"network: the {loss.name} loss is not finite on this input")
+    grad_x = call("backward", work.backward, loss.prime(y, output))
 
-    def objective() -> float:
-        return float(loss.value(y, work.forward(x)) - base_loss)
+    def forward() -> np.ndarray:
+        return np.array([loss.value(y, call("forward", work.forward, x))])
 
-    for layer in work.layers:
-        if hasattr(layer, "grads"):
-            layer.grads = {}
-    grad_x = work.backward(loss.prime(y, output))
+    scorer = Scorer(forward, [base_loss], [1.0])
     report = NetworkReport("network")
-    report.checks.append(_check_one("network", "input", x, grad_x, objective, s))
+    report.checks.append(_check_one("network", "input", x, grad_x, scorer, s))
     for layer in work.layers:
         grads = getattr(layer, "grads", None) or {}
         for pname, value in (getattr(layer, "params", None) or {}).items():
-            check = _check_one(layer_name(layer), pname, value, grads.get(pname), objective, s)
-            report.checks.append(check)
+            report.checks.append(
+                _check_one(layer_name(layer), pname, value, grads.get(pname), scorer, s)
+            )
     return report

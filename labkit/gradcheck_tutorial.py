@@ -41,6 +41,8 @@ from labkit.gradcheck import (
     require_finite,
     valid_gradient,
 )
+from labkit.layer_calls import LEARNING_RATE, ORDER
+from labkit.probes import Scorer, element_probe, mover
 from labkit.reports import LayerReport, TensorCheck
 
 __all__ = [
@@ -55,23 +57,6 @@ __all__ = [
     "tutorial_float64_copy",
     "tutorial_input",
 ]
-
-#: The learning rate handed to the layer's backward. A power of two, so ``lr * g`` and
-#: ``/ lr`` are exact and only ``p - lr * g`` rounds: the inferred gradient is within about
-#: ``2**-52 * (|p| / lr + |g|)`` of the one backward computed (~1e-16 for weights of order
-#: 1, far inside ``atol``); a small lr would lose digits to that subtraction. Large, so an
-#: input gradient computed from the already-updated weights, ``(W - lr dW)^T R``, is wrong
-#: by ``lr dW^T R``, of the order of the gradient itself, instead of hiding under the
-#: tolerance. Not 1: at lr = 1 an update that forgets its ``learning_rate`` factor
-#: (``self.weights -= weights_gradient``) is the right update; at 0.5 it reads as a
-#: gradient twice too large.
-LEARNING_RATE = 0.5
-
-#: The note on the input check of a backward that computes the input gradient after its update.
-ORDER = (
-    "the input gradient changes with learning_rate: "
-    "backward computes it from the updated parameters"
-)
 
 
 def is_tutorial_layer(layer) -> bool:
@@ -230,21 +215,19 @@ def check_tutorial_layer(layer, x, s: Settings, *, name: str, seed: int = 0) -> 
     projection = s.rng.standard_normal(output.shape)
     step = sgd_step(layer, name, x, other, projection, LEARNING_RATE, params)
 
-    def objective() -> float:
-        """L(t) - L(t0), from the output difference: no cancellation of two large sums."""
-        return float(np.vdot(projection, np.asarray(work.forward(x)) - output))
+    scorer = Scorer(lambda: _forward(work, name, x, finite=False), output, projection)
 
     notes = [OVERWROTE] if step.overwrote else []
     if _reads_updated_parameters(layer, name, x, other, projection, step.grad_x):
         notes.append(ORDER)
     check = TensorCheck(name, "input", tuple(x.shape), s.mode)
     if valid_gradient(check, x, step.grad_x):
-        check = compare_tensor(check, x, step.grad_x, objective, s)
+        check = _compare(check, x, step.grad_x, scorer, s)
     check.note = "; ".join(filter(None, [check.note, *notes]))
     report = LayerReport(name, [check])
     for key in params:
         value, before, after = getattr(work, key), step.before[key], step.after[key]
-        report.checks.append(_check_parameter(name, key, value, before, after, objective, s))
+        report.checks.append(_check_parameter(name, key, value, before, after, scorer, s))
     return report
 
 
@@ -264,7 +247,13 @@ def _reads_updated_parameters(layer, name, x, other, projection, grad_x) -> bool
     )
 
 
-def _check_parameter(name, key, value, before, after, objective, s: Settings) -> TensorCheck:
+def _compare(check: TensorCheck, value: np.ndarray, gradient, scorer: Scorer, s: Settings):
+    """Differences of ``value`` (an array the scored copy reads) against ``gradient``."""
+    probe = element_probe(value, scorer, s.eps)
+    return compare_tensor(check, value, gradient, probe, mover(value.reshape(-1), scorer), s)
+
+
+def _check_parameter(name, key, value, before, after, scorer: Scorer, s: Settings) -> TensorCheck:
     """One parameter: its gradient ``(before - after) / LEARNING_RATE`` against finite
     differences at ``value`` (the original, in the copy the objective evaluates)."""
     check = TensorCheck(name, key, tuple(value.shape), s.mode)
@@ -275,12 +264,12 @@ def _check_parameter(name, key, value, before, after, objective, s: Settings) ->
         check.note = f"the update changed {key} to shape {after.shape}, expected {value.shape}"
         return check
     if np.array_equal(before, after):  # no update: right only where the gradient is 0
-        check = compare_tensor(check, value, np.zeros_like(value), objective, s)
+        check = _compare(check, value, np.zeros_like(value), scorer, s)
         if check.passed:
             return check
         missing = f"backward did not update {key}"
         return TensorCheck(name, key, tuple(value.shape), s.mode, note=missing)
     gradient = (before - after) / LEARNING_RATE
     if valid_gradient(check, value, gradient):
-        check = compare_tensor(check, value, gradient, objective, s)
+        check = _compare(check, value, gradient, scorer, s)
     return check

@@ -152,7 +152,7 @@ def _compare(check: TensorCheck, ours, theirs: np.ndarray, tolerance: Tolerance)
         theirs.reshape(-1),
         np.zeros(ours.size, dtype=bool),
         FlatPositions(ours.shape),
-        tolerance,
+        tolerance.allowed(theirs.reshape(-1)),
     )
 
 

@@ -9,6 +9,7 @@ the dashboard (reading stored reports, old ones too) say the same thing.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,16 +22,23 @@ from labkit.html import html_table
 TINY = np.finfo(np.float64).tiny
 
 
+#: A gradient element is judged relative to at least this fraction of its tensor's largest
+#: gradient, so an element whose true gradient is ~0 isn't held to a relative error of 0.
+FLOOR = 1e-3
+
+
 @dataclass(frozen=True)
 class Tolerance:
-    """numpy's ``isclose`` rule: a value passes within ``atol + rtol * |reference|``."""
+    """A value passes within ``atol + rtol * max(|reference|, FLOOR * scale)``: numpy's
+    ``isclose`` rule with the relative part floored at a fraction of ``scale`` (the
+    tensor's largest gradient), so tolerances follow the gradient's magnitude."""
 
     rtol: float
     atol: float
 
-    def allowed(self, reference: float | np.ndarray) -> float | np.ndarray:
+    def allowed(self, reference: float | np.ndarray, scale: float = 0.0) -> float | np.ndarray:
         """The error allowed against ``reference`` (a float or an array of them)."""
-        return self.atol + self.rtol * abs(reference)
+        return self.atol + self.rtol * np.maximum(np.abs(reference), FLOOR * scale)
 
 
 def status_text(check: Mapping[str, Any]) -> str:
@@ -43,9 +51,11 @@ def status_text(check: Mapping[str, Any]) -> str:
     failures, analytic, note = check.get("failures") or 0, check.get("analytic"), check.get("note")
     if failures and analytic is not None:
         checked, numeric = check.get("checked") or 0, check.get("numeric")
+        against = check.get("against") or "numeric"
+        ours = "analytic" if against == "numeric" else check.get("dtype", "analytic")
         counts = (
-            f"FAIL {failures}/{checked} (analytic {_value(analytic)}, "
-            f"numeric {_value(numeric)} at worst)"
+            f"FAIL {failures}/{checked} ({ours} {_value(analytic)}, "
+            f"{against} {_value(numeric)}{_plus_minus(check.get('numeric_error'))} at worst)"
         )
         return f"{counts}; {note}" if note else counts
     if note:
@@ -59,6 +69,11 @@ def status_text(check: Mapping[str, Any]) -> str:
 def _value(value: float | None) -> str:
     """A value in a status: six significant digits, as the table has always shown it."""
     return "non-finite" if value is None else f"{value:.6g}"
+
+
+def _plus_minus(error: float | None) -> str:
+    """`` ± 2e-12``: the numeric value's own estimated error, where it is known."""
+    return "" if not error or not math.isfinite(error) else f" ± {error:.1g}"
 
 
 @dataclass
@@ -78,6 +93,14 @@ class TensorCheck:
     analytic: float | None = None
     numeric: float | None = None
     note: str = ""
+    numeric_error: float | None = None  # the numeric value's estimated error, at worst
+    directional: float | None = None  # relative error along the gradient's direction
+    dtype: str = "float64"  # the precision the analytic gradient was computed in
+    against: str = "numeric"  # what it was compared with: "numeric" or "float64"
+
+    def add_note(self, note: str) -> None:
+        """Add ``note`` to the check's notes (several join with ``; ``); failing it."""
+        self.note = "; ".join(filter(None, [self.note, note]))
 
     @property
     def passed(self) -> bool:
@@ -98,16 +121,19 @@ def summarize(
     numeric: np.ndarray,
     kink: np.ndarray,
     positions: Sequence[tuple[int, ...]],
-    tolerance: Tolerance,
+    allowed: np.ndarray,
+    numeric_error: np.ndarray | None = None,
 ) -> TensorCheck:
     """Fill errors, worst element and counts of ``check`` from per-element values.
 
-    ``kink`` marks elements that are not judged; ``positions[i]`` is element ``i``'s index
-    in the tensor (any indexable, e.g. :class:`FlatPositions`). A NaN never passes.
+    ``kink`` marks elements that are not judged; ``allowed`` is each element's allowed
+    error; ``positions[i]`` is element ``i``'s index in the tensor (any indexable, e.g.
+    :class:`FlatPositions`); ``numeric_error`` the numeric values' own estimated errors.
+    A NaN never passes.
     """
     error = np.abs(analytic - numeric)
     relative = error / np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), TINY)
-    allowed = tolerance.allowed(numeric)
+    allowed = np.broadcast_to(allowed, error.shape)
     fails = ~(error <= allowed) & ~kink
     check.checked = len(analytic)
     check.kinks = int(kink.sum())
@@ -116,22 +142,26 @@ def summarize(
     if considered.any():
         check.max_abs_error = float(error[considered].max())
         check.max_rel_error = float(relative[considered].max())
-        excess = np.where(considered, error / allowed, -np.inf)
+        excess = np.where(considered, error / np.maximum(allowed, TINY), -np.inf)
         worst = int(np.argmax(excess))
         check.worst_index = positions[worst]
         check.analytic, check.numeric = float(analytic[worst]), float(numeric[worst])
+        if numeric_error is not None:
+            check.numeric_error = float(numeric_error[worst])
     return check
 
 
 class FlatPositions:
-    """Lazy ``positions[i]``: the multi-index of flat element ``i`` of an array of ``shape``
-    (no list of every tuple)."""
+    """Lazy ``positions[i]``: the multi-index of flat element ``picks[i]`` (``i`` without
+    picks) of an array of ``shape`` (no list of every tuple)."""
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
+    def __init__(self, shape: tuple[int, ...], picks: np.ndarray | None = None) -> None:
         self.shape = shape
+        self.picks = picks
 
     def __getitem__(self, i: int) -> tuple[int, ...]:
-        return tuple(int(v) for v in np.unravel_index(i, self.shape))
+        flat = i if self.picks is None else int(self.picks[i])
+        return tuple(int(v) for v in np.unravel_index(flat, self.shape))
 
 
 @dataclass
@@ -151,8 +181,15 @@ class Report:
 
     def __getitem__(self, key: str) -> TensorCheck:
         """The check of tensor ``key`` ("weights") or ``"<layer>.<tensor>"`` ("07-Dense.weights");
-        a bare name that several layers share is refused rather than guessed."""
-        found = [c for c in self.checks if key in (c.tensor, f"{c.layer}.{c.tensor}")]
+        a bare name that several layers share is refused rather than guessed. The check in
+        the layer's own dtype is ``"weights@float32"``."""
+        key, _, dtype = key.partition("@")
+
+        def named(c: TensorCheck) -> bool:
+            own = c.dtype == dtype if dtype else c.against == "numeric"
+            return own and key in (c.tensor, f"{c.layer}.{c.tensor}")
+
+        found = [c for c in self.checks if named(c)]
         if len(found) > 1:
             layers = ", ".join(c.layer for c in found)
             raise KeyError(f"{key!r} is in several layers ({layers}): ask for '<layer>.{key}'")
@@ -257,7 +294,7 @@ def table_rows(checks: Iterable[TensorCheck]) -> list[tuple[str, ...]]:
             c.layer,
             c.tensor,
             str(c.shape),
-            c.mode,
+            c.mode if c.against == "numeric" else f"{c.dtype} {c.mode}",
             f"{c.max_abs_error:.2e}",
             f"{c.max_rel_error:.2e}",
             "-" if c.worst_index is None else str(c.worst_index),
@@ -280,9 +317,16 @@ def format_table(checks: Iterable[TensorCheck]) -> str:
 
 
 def verdict(checks: Sequence[TensorCheck]) -> str:
-    """``27 tensors checked: all passed`` or ``... 2 FAILED``: the line under the table."""
-    failed = sum(not check.passed for check in checks)
-    return f"{len(checks)} tensors checked: {'all passed' if not failed else f'{failed} FAILED'}"
+    """``27 tensors checked: all passed`` or ``... 2 FAILED``: the line under the table.
+
+    A tensor counts once, however many rows check it (by finite differences, in its
+    layer's own dtype), and fails when any of them does."""
+    tensors: dict[tuple[str, str, str], bool] = {}
+    for check in checks:
+        key = (check.layer, check.tensor, check.mode if check.mode == "fast" else "")
+        tensors[key] = tensors.get(key, True) and check.passed
+    failed = sum(not passed for passed in tensors.values())
+    return f"{len(tensors)} tensors checked: {'all passed' if not failed else f'{failed} FAILED'}"
 
 
 def html_report(checks: Sequence[TensorCheck], caption: str) -> str:

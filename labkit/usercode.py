@@ -24,14 +24,13 @@ import inspect
 import json
 import os
 import sys
-import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from labkit.errors import LabkitError, one_line
+from labkit.errors import LabkitError, one_line, user_frame
 from labkit.layers.base import Layer
 from labkit.layers.registry import BUILTIN_LAYERS, UnknownLayerClass
 from labkit.models import MODELS
@@ -162,9 +161,9 @@ def _import(source: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name == source or source.startswith(f"{exc.name}."):  # the module itself
             raise LabkitError(f"--model {source}: no module named {exc.name!r}") from None
-        raise LabkitError(f"--model {source}: {_user_frame(exc)}") from None
+        raise LabkitError(f"--model {source}: {user_frame(exc)}") from None
     except Exception as exc:  # the user's module failed while importing
-        raise LabkitError(f"--model {source}: {_user_frame(exc)}") from None
+        raise LabkitError(f"--model {source}: {user_frame(exc)}") from None
 
 
 def _make(target: Any, seed: int, spec: str) -> Any:
@@ -189,25 +188,7 @@ def _run_user_code(job, where: str) -> Any:
     except LabkitError:
         raise
     except (Exception, SystemExit) as exc:
-        raise LabkitError(f"--model {where}: {_user_frame(exc)}") from None
-
-
-def _user_frame(exc: BaseException) -> str:
-    """``file:line: Error: message`` at the innermost frame outside labkit and importlib."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    package = str(Path(__file__).resolve().parent)
-    own = [
-        frame
-        for frame in frames
-        if not frame.filename.startswith(package) and "importlib" not in frame.filename
-    ]
-    if isinstance(exc, SyntaxError) and exc.filename:
-        where = f"{exc.filename}:{exc.lineno}: "
-    elif own:
-        where = f"{own[-1].filename}:{own[-1].lineno}: "
-    else:
-        where = ""
-    return f"{where}{type(exc).__name__}: {one_line(exc)}"
+        raise LabkitError(f"--model {where}: {user_frame(exc)}") from None
 
 
 def with_layers(model: Model | None, layers: Iterable[type]) -> Model | None:

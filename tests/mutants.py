@@ -26,7 +26,7 @@ class ConvNoKernelFlip(Convolutional):
     *convolution* (the kernel flip is forgotten). Corrupts ``input`` (for k >= 2)."""
 
     def backward(self, output_gradient, learning_rate=None, *, input_gradient=True):
-        super().backward(output_gradient, learning_rate, input_gradient=False)
+        super().backward(output_gradient, None, input_gradient=False)
         n = output_gradient.shape[0]
         d = self.input_shape[0]
         dx = np.zeros((n, *self.input_shape), dtype=output_gradient.dtype)
@@ -34,6 +34,7 @@ class ConvNoKernelFlip(Convolutional):
             for i in range(self.depth):
                 for j in range(d):
                     dx[s, j] += correlate2d(output_gradient[s, i], self.kernels[i, j], "full")
+        self.sgd_update(learning_rate)
         return dx
 
 
@@ -62,6 +63,8 @@ class ConvMissingBiasGrad(Convolutional):
     def backward(self, output_gradient, learning_rate=None, *, input_gradient=True):
         dx = super().backward(output_gradient, None, input_gradient=input_gradient)
         del self.grads["biases"]
+        if learning_rate is not None:  # the kernels still learn; the biases never do
+            self.params["kernels"] -= learning_rate * self.grads["kernels"]
         return dx
 
 
@@ -73,6 +76,7 @@ class ConvBiasFirstSample(Convolutional):
         dx = super().backward(output_gradient, None, input_gradient=input_gradient)
         first = output_gradient[0]
         self.grads["biases"] = first if self.bias_mode == "untied" else first.sum(axis=(1, 2))
+        self.sgd_update(learning_rate)
         return dx
 
 
@@ -84,6 +88,7 @@ class ConvTiedBiasWrongAxis(Convolutional):
     def backward(self, output_gradient, learning_rate=None, *, input_gradient=True):
         dx = super().backward(output_gradient, None, input_gradient=input_gradient)
         self.grads["biases"] = output_gradient.sum(axis=(0, 1, 2))
+        self.sgd_update(learning_rate)
         return dx
 
 
@@ -107,6 +112,7 @@ class DenseTransposedWeightGrad(Dense):
         dx = super().backward(output_gradient, None)
         g = output_gradient.reshape(output_gradient.shape[0], self.output_size)
         self.grads["weights"] = self.input.T @ g
+        self.sgd_update(learning_rate)
         return dx
 
 
@@ -117,6 +123,7 @@ class DenseInputUsesWT(Dense):
     def backward(self, output_gradient, learning_rate=None):
         super().backward(output_gradient, None)
         g = output_gradient.reshape(output_gradient.shape[0], self.output_size)
+        self.sgd_update(learning_rate)
         return (g @ self.weights.T).reshape(self._input_shape)
 
 
@@ -129,6 +136,7 @@ class DenseBiasWrongAxis(Dense):
         dx = super().backward(output_gradient, None)
         g = output_gradient.reshape(output_gradient.shape[0], self.output_size)
         self.grads["bias"] = g.sum(axis=1)
+        self.sgd_update(learning_rate)
         return dx
 
 

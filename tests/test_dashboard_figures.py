@@ -340,6 +340,7 @@ def test_gradcheck_table_formats_a_stored_report():
                 "checked": 6,
                 "analytic": 0.5,
                 "numeric": 0.25,
+                "numeric_error": None,  # an older report stored no error estimate
                 "max_abs_error": 0.25,
                 "max_rel_error": None,  # NaN/inf, stored as null
                 "passed": False,
@@ -357,7 +358,7 @@ def test_gradcheck_table_formats_a_stored_report():
     assert first["max_abs_error"] == f"{check['max_abs_error']:.2e}"
     assert first["worst_index"] == str(tuple(check["worst_index"]))
     assert (first["status"], first["passed"]) == ("ok", True)
-    assert rows[-2]["status"] == "FAIL 2/6 (analytic 0.5, numeric 0.25 at worst)"
+    assert rows[-2]["status"] == "FAIL 2/6 (analytic 0.5, numeric 0.25 at worst)"  # none stored
     assert rows[-2]["max_rel_error"] == "non-finite"
     assert rows[-2]["subject"] == "7:Dense" and rows[-2]["passed"] is False
     assert rows[-1]["status"] == "FAIL: backward returned NaN"
@@ -382,7 +383,7 @@ def test_gradcheck_table_status_is_the_cli_status_also_for_old_reports():
     assert [row["status"] for row in rows] == [check.status for check in checks]
     assert rows[0]["status"].startswith("FAIL 8/8 (analytic ")
     assert "FAIL: backward left grads['biases'] unset" in [row["status"] for row in rows]
-    assert rows[-1]["status"] == "ok (2 kinks)"
+    assert "ok (2 kinks)" in [row["status"] for row in rows]
 
 
 def test_empty_figure_says_its_message():

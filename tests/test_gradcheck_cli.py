@@ -19,6 +19,7 @@ class DenseWeightsScaled(Dense):
     def backward(self, output_gradient, learning_rate=None):
         input_gradient = super().backward(output_gradient)
         self.grads["weights"] = self.grads["weights"] * 1.01
+        self.sgd_update(learning_rate)
         return input_gradient
 
 

@@ -11,8 +11,9 @@ from labkit.recording import open_recording
 
 class WrongDense(Dense):
     def backward(self, output_gradient, learning_rate=None):
-        super().backward(output_gradient)
-        return output_gradient @ self.weights * 2  # wrong input gradient
+        dx = output_gradient @ self.weights * 2  # wrong input gradient
+        super().backward(output_gradient, learning_rate)
+        return dx
 
 
 def test_cells_are_escaped_and_flagged_rows_red():
@@ -24,7 +25,8 @@ def test_cells_are_escaped_and_flagged_rows_red():
 
 def test_a_report_shows_each_tensor_and_its_verdict():
     good = check_layer(Dense(3, 2, rng=0))._repr_html_()
-    assert "3 tensors checked: all passed" in good and good.count("<tr>") == 4
+    # a header, then input, weights, bias by finite differences and again in float32
+    assert "3 tensors checked: all passed" in good and good.count("<tr>") == 1 + 2 * 3
     bad = check_layer(WrongDense(3, 2, rng=0))._repr_html_()
     assert "1 FAILED" in bad and "FAIL 6/6" in bad
     suite = check_one_layer(WrongDense(3, 2, rng=0))._repr_html_()

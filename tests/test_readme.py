@@ -41,7 +41,7 @@ def test_the_python_recipe_runs_as_written(tmp_path, monkeypatch):
     assert namespace["result"].weights == Path("runs/leaky-py/weights.npz")
     assert (tmp_path / "runs/leaky-py/weights.npz").is_file()
     assert namespace["result"].test_accuracy > 0.5
-    assert namespace["suite"].passed and len(namespace["suite"].checks) == 14
+    assert namespace["suite"].passed and len(namespace["suite"].checks) == 23
     run, step = namespace["run"], namespace["step"]
     assert run.kernels(0, step).shape == (8, 1, 3, 3)
     rebuilt = run.network_at(step)

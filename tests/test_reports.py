@@ -57,7 +57,8 @@ def test_each_kind_of_status_reads_as_documented():
     assert status["ok"] == "ok"
     assert status["failures"] == (
         f"FAIL {failing.failures}/{failing.checked} "
-        f"(analytic {failing.analytic:.6g}, numeric {failing.numeric:.6g} at worst)"
+        f"(analytic {failing.analytic:.6g}, numeric {failing.numeric:.6g} "
+        f"± {failing.numeric_error:.1g} at worst)"
     )
     assert status["note"] == "FAIL: backward left grads['biases'] unset"
     assert status["two-kinks"] == "ok (2 kinks)" and status["one-kink"] == "ok (1 kink)"
@@ -117,8 +118,8 @@ def test_summarize_takes_lazy_positions_and_names_the_worst_element():
     numeric = analytic.copy()
     numeric[4] += 0.5
     kink = np.zeros(6, dtype=bool)
-    tolerance = reports.Tolerance(rtol=1e-5, atol=1e-8)
-    reports.summarize(check, analytic, numeric, kink, reports.FlatPositions((2, 3)), tolerance)
+    allowed = reports.Tolerance(rtol=1e-5, atol=1e-8).allowed(numeric)
+    reports.summarize(check, analytic, numeric, kink, reports.FlatPositions((2, 3)), allowed)
     assert (check.checked, check.failures, check.kinks) == (6, 1, 0)
     assert check.worst_index == (1, 1)
     assert (check.analytic, check.numeric) == (5.0, 5.5)
