@@ -291,7 +291,8 @@ def _check_layer(
         if s.mode == "full" and maps_samples_independently(forward, x, seen.output):
             stacked = stacked_input_probe(forward, x, seen.output, seen.projection)
         probe = element_probe(x, scorer, s.eps, stacked)
-        compare_tensor(input_check, x, grad, probe, mover(x.reshape(-1), scorer), s)
+        move = mover(x.reshape(-1), scorer)
+        compare_tensor(input_check, x, grad, probe, move, s, scorer.resolution)
     if seen.overwrote:  # callers (hooks, the network) may still hold that array
         input_check.add_note(OVERWROTE)
     report.checks.append(add_notes(input_check, notes, "input"))
@@ -328,7 +329,7 @@ def _check_one(name, tensor_name, value, grad, scorer: Scorer, s: Settings) -> T
     grad = np.asarray(grad, dtype=np.float64)
     flat = value.reshape(-1)
     probe = element_probe(value, scorer, s.eps, forward_size=scorer.base.size)
-    return compare_tensor(check, value, grad, probe, mover(flat, scorer), s)
+    return compare_tensor(check, value, grad, probe, mover(flat, scorer), s, scorer.resolution)
 
 
 def check_network(

@@ -250,7 +250,8 @@ def _reads_updated_parameters(layer, name, x, other, projection, grad_x) -> bool
 def _compare(check: TensorCheck, value: np.ndarray, gradient, scorer: Scorer, s: Settings):
     """Differences of ``value`` (an array the scored copy reads) against ``gradient``."""
     probe = element_probe(value, scorer, s.eps)
-    return compare_tensor(check, value, gradient, probe, mover(value.reshape(-1), scorer), s)
+    move = mover(value.reshape(-1), scorer)
+    return compare_tensor(check, value, gradient, probe, move, s, scorer.resolution)
 
 
 def _check_parameter(name, key, value, before, after, scorer: Scorer, s: Settings) -> TensorCheck:

@@ -42,6 +42,7 @@ class Scorer:
         self.weights = np.ascontiguousarray(np.broadcast_to(weights, self.base.shape))
         self.scale = 2 * np.abs(self.weights * self.base)
         self.squares = np.square(self.scale)
+        self.resolution = float(np.max(np.abs(self.weights * self.base))) if self.base.size else 0.0
 
     def _moved(self) -> np.ndarray:
         output = np.asarray(self.forward(), dtype=np.float64).reshape(-1)
@@ -63,9 +64,11 @@ class Scorer:
 
 
 def magnitudes(values: np.ndarray) -> np.ndarray:
-    """Each element's scale for its step: ``max(|t|, rms(t))``, 1 for an all-zero tensor."""
+    """Each element's scale for its step: ``max(|t|, rms(t) / 100)`` (1 for an all-zero
+    tensor): relative to the element, so large and tiny tensors are stepped alike, and
+    floored so an element at 0 still moves by a step the output can resolve."""
     rms = float(np.sqrt(np.mean(np.square(values)))) if values.size else 0.0
-    return np.maximum(np.abs(values), rms if rms > 0 else 1.0)
+    return np.maximum(np.abs(values), rms / 100 if rms > 0 else 1.0)
 
 
 #: What one forward call costs beyond the elements it processes (Python, allocation), in

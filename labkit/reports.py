@@ -66,6 +66,14 @@ def status_text(check: Mapping[str, Any]) -> str:
     return f"ok ({kinks} kink{'s' * (kinks != 1)})" if kinks else "ok"
 
 
+def mode_text(check: Mapping[str, Any]) -> str:
+    """How a check was made, as tables show it: ``full``, ``fast``, ``fast→elements``, or
+    ``float32 vs float64`` for the check in the layer's own dtype."""
+    mode = check.get("mode") or ""
+    against = check.get("against") or "numeric"
+    return mode if against == "numeric" else f"{check.get('dtype', '')} {mode}"
+
+
 def _value(value: float | None) -> str:
     """A value in a status: six significant digits, as the table has always shown it."""
     return "non-finite" if value is None else f"{value:.6g}"
@@ -294,7 +302,7 @@ def table_rows(checks: Iterable[TensorCheck]) -> list[tuple[str, ...]]:
             c.layer,
             c.tensor,
             str(c.shape),
-            c.mode if c.against == "numeric" else f"{c.dtype} {c.mode}",
+            mode_text(vars(c)),
             f"{c.max_abs_error:.2e}",
             f"{c.max_rel_error:.2e}",
             "-" if c.worst_index is None else str(c.worst_index),
