@@ -70,7 +70,8 @@ def main() -> None:
         return check_network(network, x, y, mode="fast")
 
     full_wall, full_cpu, reports = time_it(full_layers, args.repeats)
-    elements = sum(check.checked for report in reports for check in report.checks)
+    checks = [check for report in reports for check in report.checks]
+    elements = sum(check.checked for check in checks if check.against == "numeric")
     fast_wall, fast_cpu, report = time_it(fast_network, args.repeats)
     assert all(r.passed for r in reports) and report.passed
     print(f"| check (lenet, batch {args.batch}, float64) | elements | wall | CPU |")

@@ -37,6 +37,7 @@ QUANTUM = 4  # an output too large to resolve the move at all: up to half an ulp
 FINE = 10  # ratio of the kink probes' steps
 DIRECTION_STEP = 1e-4  # relative step along a direction; Richardson cancels the h^2 error
 DIRECTION_RTOL = 1e-2  # a direction's tolerance, as a fraction of the elements' rtol
+LINEAR_STEP = 1e-2  # relative step in a tensor the objective is linear in: no truncation
 
 
 @dataclass
@@ -261,7 +262,7 @@ def miss_chance(sampled: int, fraction: float) -> float:
     return float((1.0 - fraction) ** sampled)
 
 
-def is_linear(move: Move, magnitude: np.ndarray, s: Settings, step: float = 1e-3) -> bool:
+def is_linear(move: Move, magnitude: np.ndarray, s: Settings, step: float = LINEAR_STEP) -> bool:
     """Whether the objective is linear in the tensor (a weight, a convolution's input):
     along two random directions, ``L(t + u) + L(t - u) - 2 L(t)`` is rounding alone."""
     for _ in range(2):
@@ -295,7 +296,10 @@ def compare_tensor(
         picks = np.sort(s.rng.choice(original.size, size=s.max_elements, replace=False))
     analytic = gradient[picks]
     linear = is_linear(move, magnitude, s)
-    judged = judge(analytic, picks, original[picks], probe, s, scale, linear, resolution)
+    # linear in the tensor (a weight, a bias, a convolution's input): a large step has no
+    # truncation error and a thousand times less rounding than eps
+    stepped = replace(s, eps=max(s.eps, LINEAR_STEP)) if linear else s
+    judged = judge(analytic, picks, original[picks], probe, stepped, scale, linear, resolution)
     positions = FlatPositions(tensor.shape, picks)
     summarize(check, analytic, judged.numeric, judged.kink, positions, judged.allowed, judged.error)
     if len(picks) == original.size:  # a sample of a tie would move apart: all or nothing

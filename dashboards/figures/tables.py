@@ -5,7 +5,7 @@ from __future__ import annotations
 from dashboards.figures.style import (
     sci,
 )
-from labkit.reports import status_text
+from labkit.reports import mode_text, status_text
 
 GRADCHECK_COLUMNS = [
     {"name": name, "id": key}
@@ -45,7 +45,7 @@ def gradcheck_table(report: dict) -> list[dict]:
                     "layer": check.get("layer", ""),
                     "tensor": check.get("tensor", ""),
                     "shape": str(tuple(shape)),
-                    "mode": check.get("mode", ""),
+                    "mode": mode_text(check),
                     "checked": checked,
                     "failures": failures,
                     "kinks": check.get("kinks", 0),
