@@ -10,6 +10,7 @@ the subtle mutants through, so their tests are what holds the sensitivity in pla
 
 from __future__ import annotations
 
+import mutants as m
 import mutants_power as mp
 import numpy as np
 import pytest
@@ -130,3 +131,27 @@ def test_the_subtle_mutants_escape_a_loosened_checker(mutant, shape, tensor):
     x = normal(0, shape)
     assert not check_layer(mutant, x)[tensor].passed
     assert check_layer(mutant, x, rtol=1e-4)[tensor].passed  # the tolerance is what sees them
+
+
+# -- fast mode at exact kinks -------------------------------------------------------------
+
+
+def test_fast_fallback_to_elements_still_catches_a_wrong_gradient():
+    x = np.array([[0.0, 1.5, -2.0, 0.0, -3.0]])  # exact zeros: every direction crosses a kink
+    c = check_layer(ReLUPassesEverything(), x, mode="fast")["input"]
+    assert c.mode == "fast→elements"
+    assert c.kinks == 2 and c.failures == 2 and not c.passed
+
+
+class ReLUPassesEverything(ReLU):
+    """A ReLU whose backward passes every gradient, the kinks' too (so even the gradient's
+    own direction crosses the kinks at 0)."""
+
+    def backward(self, output_gradient, learning_rate=None):
+        return output_gradient.copy()
+
+
+def test_the_gradients_own_direction_catches_a_wrong_relu_without_falling_back():
+    x = np.array([[0.0, 1.5, -2.0, 0.0, -3.0]])
+    c = check_layer(m.ReLUPassesNegative(), x, mode="fast")["input"]  # 0 at the kinks
+    assert c.mode == "fast" and not c.passed
