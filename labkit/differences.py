@@ -1,15 +1,18 @@
 """The finite-difference engine: numeric derivatives with their own error, judged.
 
 **Elements.** Each element ``t`` moves by a step relative to its magnitude,
-``h = eps * max(|t|, rms(tensor))``, in both directions: the central difference
-``(L(t+h) - L(t-h)) / 2h`` is the numeric derivative and ``eps * sum|R * output| / h``
-over the outputs that moved bounds its rounding. An element passes when
-``|analytic - numeric| <= rtol * max(|numeric|, FLOOR * max|analytic|) + atol + rounding``.
-One that doesn't is probed again at ``h / 10``: if both steps agree it is a failure (the
-numeric value is sure, to ``|C(h) - C(h/10)|``); if the one-sided differences
-``(L(t+h) - L(t)) / h`` and ``(L(t) - L(t-h)) / h`` disagree at both steps by the same
-slope jump, ``t`` sits on a kink (ReLU at 0, a max-pool tie) and is not judged alone; else
-a kink lies between ``h / 10`` and ``h`` and ``h / 100`` decides.
+``h = eps * max(|t|, rms(tensor) / 100)`` (``LINEAR_STEP`` instead of ``eps`` in a tensor
+the objective is linear in: no truncation error there), in both directions: the central
+difference ``(L(t+h) - L(t-h)) / 2h`` is the numeric derivative, and its rounding is
+estimated from the outputs that moved (``64 eps |R y| / h``, in quadrature) and the largest
+output, which may not show the move at all (``4 eps max|R y| / h``). An element passes
+when ``|analytic - numeric| <= rtol * max(|numeric|, FLOOR * max|analytic|) + atol +
+rounding``. One that doesn't is probed again at ``h / 10``: one-sided differences
+``(L(t+h) - L(t)) / h`` and ``(L(t) - L(t-h)) / h`` that disagree at both steps by the same
+slope jump put ``t`` on a kink (ReLU at 0, a max-pool tie), not judged alone; steps and
+slopes that agree to their rounding make the numeric value sure, and the element fails;
+otherwise (curvature, or a kink between ``h / 10`` and ``h``) ``h / 100`` decides and the
+element is judged at ``h / 10``.
 
 **Kinks jointly.** The elements at kinks are then moved together: tied max-pool inputs
 moved together stay tied, so ``L`` is smooth along that direction and the gradient's sum
@@ -222,7 +225,9 @@ def _gradient_direction(gradient: np.ndarray, magnitude: np.ndarray) -> np.ndarr
     return None if top == 0 or not np.isfinite(top) else magnitude * (gradient / top)
 
 
-def check_kinks_jointly(check, gradient, picks, kink, original, move, s, scale) -> None:
+def check_kinks_jointly(
+    check, gradient, picks, kink, original, move, s, scale, resolution: float = 0.0
+) -> None:
     """Move every element at a kink together (see the module docstring); note on ``check``
     a gradient that is not valid jointly, or a tensor with nothing but kinks."""
     at = picks[kink]
@@ -235,7 +240,7 @@ def check_kinks_jointly(check, gradient, picks, kink, original, move, s, scale) 
     for factor in (1.0, 1.0 / FINE):
         plus, plus_noise = move(factor * u)
         minus, minus_noise = move(-factor * u)
-        rounding = ROUNDING * EPS * (plus_noise + minus_noise) / factor
+        rounding = _rounding(np.hypot(plus_noise, minus_noise), factor, resolution)
         sides.append((plus / factor, -minus / factor, rounding))
     (f1, b1, r1), (f2, b2, r2) = sides
     allowed = s.tolerance.allowed((f2 + b2) / 2, scale * float(np.abs(u).sum())) + r2
@@ -303,7 +308,9 @@ def compare_tensor(
     positions = FlatPositions(tensor.shape, picks)
     summarize(check, analytic, judged.numeric, judged.kink, positions, judged.allowed, judged.error)
     if len(picks) == original.size:  # a sample of a tie would move apart: all or nothing
-        check_kinks_jointly(check, gradient, picks, judged.kink, original, move, s, scale)
+        check_kinks_jointly(
+            check, gradient, picks, judged.kink, original, move, s, scale, resolution
+        )
     u = _gradient_direction(gradient, magnitude)
     if u is not None and not check.failures:  # the whole tensor, where no element failed
         slope = slope_along(move, u, resolution)

@@ -1,27 +1,20 @@
-"""Finite-difference gradient checker for one layer or a whole network.
+"""Finite-difference gradient checker for one layer or a whole network: the public API.
 
 The layer's output is scalarized with a fixed random projection ``L = sum(R * forward(x))``
 so every output element counts; ``backward(R)`` must then return dL/dx and fill
-``grads`` with dL/dparam, which are compared with central differences
-``(L(t + eps) - L(t - eps)) / 2 eps`` for the input and every parameter.
+``grads`` with dL/dparam. A check of a layer, on float64 deep copies (the caller's layer
+is never touched), goes:
 
-An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|`` (numpy's
-``isclose`` rule). Where the one-sided differences ``(L(t+eps) - L(t)) / eps`` and
-``(L(t) - L(t-eps)) / eps`` themselves disagree by more than that tolerance, ``t`` sits
-within ``eps`` of a kink (ReLU at 0, a max-pool tie): the element is counted as a
-``kink``, not as a failure, since no single derivative exists there. The forward
-difference is tried first and an element it confirms is not probed further (so at a
-max-pool tie the element that got the gradient passes and the others are kinks).
+1. the repeat calls and the learning-rate path (:mod:`labkit.layer_calls`): a forward
+   that is not deterministic stops the check there;
+2. every element of the input and of each parameter against central differences with
+   their own error estimate, kinks alone and jointly, then the whole tensor along its
+   gradient (:mod:`labkit.differences`, moving tensors through :mod:`labkit.probes`);
+   ``mode="fast"`` checks directions only, ``max_elements`` samples elements;
+3. the gradients in the layer's own dtype against float64 (:mod:`labkit.precision`).
 
-``mode="full"`` perturbs every element (``max_elements`` caps it per tensor with a random
-subset); ``mode="fast"`` checks ``directions`` random directional derivatives ``<g, v>``
-per tensor, whatever its size, and redraws a direction that crosses a kink.
-Everything runs on a float64 deep copy: the caller's layer is never touched.
-
-This module holds the public API and what a check of a layer involves (its forward and
-backward pass, the objective); the differences are taken and judged in
-:mod:`labkit.differences`, and the results are the types of :mod:`labkit.reports`
-(re-exported here).
+The results are the types of :mod:`labkit.reports` (re-exported here). Anything the
+layer's own code raises is one :class:`GradcheckError` line with the user's file:line.
 """
 
 from __future__ import annotations
