@@ -9,6 +9,8 @@ end — what ``labkit train`` does, as one call from Python.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,13 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from labkit import __version__
+from labkit.atomic import atomic_write
 from labkit.data import MNIST, load_mnist
 from labkit.errors import LabkitError, one_line
 from labkit.network import Network
 from labkit.optim import OPTIMIZERS
 from labkit.parallel import thread_count
 from labkit.recorder import Recorder, RecordSchedule, choose_probes
-from labkit.train import Callback, Trainer, TrainResult
+from labkit.runs.files import acquire_lock
+from labkit.runs.format import LOCK, MANIFEST
+from labkit.train import Callback, StopSignals, Trainer, TrainResult
 
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3}
 WEIGHTS = "weights.npz"
@@ -39,6 +44,7 @@ class FitResult:
     history: dict
     result: TrainResult
     network: Network
+    signal: int | None = None  # the signal that stopped it (SIGINT, SIGTERM), if one did
 
     @property
     def interrupted(self) -> bool:
@@ -96,8 +102,9 @@ def fit(
     defaults per optimizer (``DEFAULT_LR``); ``threads`` splits each batch (default every
     core). ``model`` is the ``--model`` text that built the network, kept in the run and
     the weights so readers know which code to pass. A folder that already holds trained
-    weights is refused unless ``overwrite``. Ctrl-C stops at the end of a step
-    (``result.interrupted``).
+    weights is refused unless ``overwrite``. Ctrl-C or SIGTERM stops at the end of a step,
+    and what trained is saved (``interrupted``, ``signal``); a write that fails (a full
+    disk, an unwritable folder) is one :class:`LabkitError` line naming the file.
     """
     data = data if isinstance(data, MNIST) else load_mnist(data)
     if optimizer not in OPTIMIZERS:
@@ -105,7 +112,6 @@ def fit(
         raise LabkitError(f"unknown optimizer {optimizer!r} (known: {known})")
     check_fits(network, data)
     out = Path(run)
-    weights_path = out / WEIGHTS
     refuse_trained(out, overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -124,24 +130,26 @@ def fit(
         "labkit_version": __version__,
     }
     all_callbacks = list(callbacks)
+    recorder = None
     if record:
         probes = choose_probes(data.y_test, seed=seed)
-        all_callbacks.append(
-            Recorder(
-                out,
-                data.x_test[probes],
-                data.y_test[probes],
-                schedule=RecordSchedule(every=record_every),
-                manifest={
-                    "config": config,
-                    "model": model,
-                    "seed": seed,
-                    "data_source": data.source,
-                    "probe_index": probes.tolist(),
-                },
-                overwrite=overwrite,
-            )
+        recorder = Recorder(
+            out,
+            data.x_test[probes],
+            data.y_test[probes],
+            schedule=RecordSchedule(every=record_every),
+            manifest={
+                "config": config,
+                "model": model,
+                "seed": seed,
+                "data_source": data.source,
+                "probe_index": probes.tolist(),
+            },
+            overwrite=overwrite,
+            finish=False,  # closed below, once the weights are on disk
         )
+        all_callbacks.append(recorder)
+    stop = StopSignals()
     trainer = Trainer(
         network,
         OPTIMIZERS[optimizer](network, lr=lr),
@@ -150,16 +158,68 @@ def fit(
         callbacks=all_callbacks,
         progress=progress,
         threads=threads,
+        stop=stop,
     )
-    start = time.perf_counter()
-    result = trainer.fit(data, epochs)  # the recorder closes the run however it ends
-    network.save(weights_path, model=model)
-    history = {
-        "config": config,
-        "epochs": [epoch.as_dict() for epoch in result.epochs],
-        "interrupted": result.interrupted,
-        "steps": result.steps,
-        "seconds": time.perf_counter() - start,
-    }
-    (out / HISTORY).write_text(json.dumps(history, indent=2) + "\n")
-    return FitResult(out, weights_path, history, result, network)
+    lock = None if record else claim_folder(out, overwrite)
+    try:
+        with stop:  # SIGINT and SIGTERM: stop at a step, then save as at the end
+            start = time.perf_counter()
+            try:
+                result = trainer.fit(data, epochs)  # a failure closes the run as failed
+            except OSError as exc:
+                raise LabkitError(
+                    f"{exc.filename or out}: cannot record the run ({one_line(exc)}); training "
+                    f"stopped at step {trainer.step}, the records before it are readable"
+                ) from None
+            stop.defer()  # from here on a signal only marks the run interrupted
+            history = _save(network, out, model, config, result, stop, start, recorder)
+            if recorder is not None:
+                recorder.close("interrupted" if stop.requested else "completed")
+    finally:
+        if lock is not None:
+            os.close(lock)
+    result.interrupted = result.interrupted or stop.requested
+    return FitResult(out, out / WEIGHTS, history, result, network, stop.received)
+
+
+def _save(network, out: Path, model, config, result, stop, start, recorder) -> dict:
+    """Write the weights, then the history, each atomically: a run is never closed as
+    completed before its weights are whole on disk. A write that fails closes the run as
+    failed and is one LabkitError line naming the file."""
+    target = out / WEIGHTS
+    try:
+        network.save(target, model=model)
+        history = {  # after the weights: a signal while they were saved counts
+            "config": config,
+            "epochs": [epoch.as_dict() for epoch in result.epochs],
+            "interrupted": result.interrupted or stop.requested,
+            "steps": result.steps,
+            "seconds": time.perf_counter() - start,
+        }
+        target = out / HISTORY
+        atomic_write(target, json.dumps(history, indent=2) + "\n")
+    except OSError as exc:
+        if recorder is not None:
+            recorder.close("failed")
+        raise LabkitError(f"{target}: cannot save it ({one_line(exc)})") from None
+    return history
+
+
+def claim_folder(out: Path, overwrite: bool) -> int:
+    """For a training that records nothing: the folder's writer lock, held while it
+    trains (a second training into it is refused), with the refusals of recording: a run
+    being written, or a run already there without ``overwrite``; with it, the old run's
+    files go, so no foreign records stay beside the new weights. Returns the lock's fd."""
+    lock = acquire_lock(out)  # LabkitError when another process holds it
+    if (out / MANIFEST).exists():
+        if not overwrite:
+            os.close(lock)
+            raise LabkitError(f"{out}: a run already exists there (not overwriting it)")
+        for entry in os.scandir(out):
+            if entry.name == LOCK:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    return lock

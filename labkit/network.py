@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from labkit import hooks
+from labkit.atomic import atomic_file
 from labkit.errors import LabkitError, one_line
 from labkit.layers import registry
 from labkit.layers.base import Layer
@@ -197,7 +198,7 @@ class Network:
         """
         extra = {} if model is None else {MODEL_KEY: np.array(model)}
         spec = json.dumps(self.architecture(partial=True))
-        with open(path, "wb") as handle:
+        with atomic_file(path) as handle:  # never half a weights file, even on a full disk
             np.savez(handle, **{ARCHITECTURE_KEY: np.array(spec)}, **extra, **self.state_dict())
 
     @classmethod

@@ -18,6 +18,7 @@ writes one record to the run store (:mod:`labkit.runs`) in the layout that
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -59,15 +60,27 @@ class RecordSchedule:
     dense_until: int = 100
 
     def records(self, step: int, total_steps: int) -> bool:
-        return (
-            step <= 10
-            or (step <= self.dense_until and step % 5 == 0)
-            or step % self.every == 0
-            or step == total_steps
-        )
+        return self.regular(step) or step == total_steps
+
+    def regular(self, step: int) -> bool:
+        """Whether ``step`` is recorded by the rules alone (not for being the last step)."""
+        return step <= 10 or (step <= self.dense_until and step % 5 == 0) or step % self.every == 0
 
     def count(self, total_steps: int) -> int:
-        return sum(self.records(step, total_steps) for step in range(1, total_steps + 1))
+        """How many of steps 1..total_steps are recorded, counted without walking them (a
+        billion-step plan costs what a short one does): the first 10, the multiples of 5
+        after them up to ``dense_until``, the multiples of ``every`` not already counted,
+        and the last step if none of those is it."""
+        if total_steps < 1:
+            return 0
+        dense = min(self.dense_until, total_steps)
+        first = min(10, total_steps)
+        fives = max(0, dense // 5 - 2)  # 15, 20, ..., up to dense (10 is among the first)
+        common = math.lcm(5, self.every)
+        # multiples of every: minus those <= 10 and those in (10, dense] that are fives
+        everys = total_steps // self.every - min(10, total_steps) // self.every
+        everys -= max(0, dense // common - 10 // common)
+        return first + fives + everys + (0 if self.regular(total_steps) else 1)
 
 
 def tensor_stats(values: np.ndarray, saturation: tuple[float, float] | None) -> np.ndarray:
@@ -144,8 +157,13 @@ class Recorder(Callback):
         schedule: RecordSchedule = RecordSchedule(),
         manifest: dict | None = None,
         overwrite: bool = False,
+        finish: bool = True,
     ) -> None:
         self.path = Path(path)
+        # False: a run that trained to its end is left open for the caller to close once
+        # it has saved what it must (labkit.fit saves the weights first); a failed one
+        # is always closed as failed here.
+        self.finish = finish
         self.probe_images = np.asarray(probe_images, dtype=np.float32)
         self.probe_labels = np.asarray(probe_labels, dtype=np.int64)
         self.schedule = schedule
@@ -287,8 +305,13 @@ class Recorder(Callback):
         self._submit(lambda: writer.append_metrics([row]))
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
-        status = "failed" if result.failed else "interrupted" if result.interrupted else None
-        self.close(status or "completed")
+        if result.failed:
+            # an error is on its way out (a full disk, say): it, not a second failure to
+            # write the final status, is what the user must see; the lock goes either way
+            with contextlib.suppress(Exception):
+                self.close("failed")
+        elif self.finish:
+            self.close("interrupted" if result.interrupted else "completed")
 
     def close(self, status: str) -> None:
         """Detach hooks, flush metrics and close the run with ``status`` (idempotent)."""

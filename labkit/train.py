@@ -73,29 +73,55 @@ def accuracy(
     return float(np.mean(outputs.reshape(len(x), -1).argmax(axis=1) == y))
 
 
-class _StopAtStepBoundary:
-    """Turn the first Ctrl-C into a flag checked between steps, so no update is half-done.
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (``kill``, ``timeout``, a scheduler, Docker) become a
+    request to stop at the next step boundary, so no update is half-done and whatever
+    trained is saved; ``received`` is the first signal's number.
 
-    A second Ctrl-C interrupts at once, as usual.
+    A second signal while training interrupts at once (``KeyboardInterrupt``), as usual;
+    once :meth:`defer` is called (the run is being saved), signals only mark the stop.
+    Entering it again while it is active changes nothing, so :func:`labkit.fit.fit` can
+    hold it across training and saving while the trainer holds it across its steps.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
+        self.received: int | None = None
+        self.deferred = False
+        self._previous: dict = {}
+        self._depth = 0
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def request(self) -> None:
+        """Ask for a stop as a first Ctrl-C does (what a ``KeyboardInterrupt`` meant)."""
+        self.received = self.received or signal.SIGINT
+
+    def defer(self) -> None:
+        """From now on a signal only marks the stop: the run is being saved."""
+        self.deferred = True
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and not self.deferred:
             raise KeyboardInterrupt
-        self.requested = True
+        self.received = self.received or signum
 
-    def __enter__(self) -> _StopAtStepBoundary:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+    def __enter__(self) -> StopSignals:
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        self._depth -= 1
+        if self._depth == 0:
+            for number, previous in self._previous.items():
+                signal.signal(number, previous)
+            self._previous = {}
 
 
 class Trainer:
@@ -112,6 +138,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
         threads: int | None = None,
+        stop: StopSignals | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -125,6 +152,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.total_steps = 0  # known once fit() starts: callbacks size their storage by it
+        self.stop = stop or StopSignals()  # SIGINT and SIGTERM stop at a step boundary
         # Each step's batch is split over this many threads where that is safe and pays.
         self.parallel = DataParallel(network, threads)
 
@@ -158,9 +186,11 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_train_begin(self)
                 started.append(callback)
-            with _StopAtStepBoundary() as stop, step_blas():
+            with self.stop as stop, step_blas():
                 try:
                     for _ in range(epochs):
+                        if stop.requested:
+                            break
                         self.epoch += 1
                         epoch_result = self._run_epoch(data, epochs, stop)
                         if epoch_result is None:
@@ -169,7 +199,7 @@ class Trainer:
                         for callback in self.callbacks:
                             callback.on_epoch_end(self, epoch_result)
                 except KeyboardInterrupt:
-                    stop.requested = True
+                    stop.request()
             result.interrupted = stop.requested
         except BaseException:
             result.failed = True
@@ -180,7 +210,7 @@ class Trainer:
                 callback.on_train_end(self, result)
         return result
 
-    def _run_epoch(self, data: MNIST, epochs: int, stop: _StopAtStepBoundary) -> EpochResult | None:
+    def _run_epoch(self, data: MNIST, epochs: int, stop: StopSignals) -> EpochResult | None:
         n = len(data.x_train)
         order = self.rng.permutation(n)
         total_loss, total_correct, seen, steps = 0.0, 0, 0, 0

@@ -146,7 +146,7 @@ def test_ctrl_c_keeps_the_weights_trained_so_far(tmp_path):
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "interrupted after" in stdout
+    assert "interrupted (SIGINT) after" in stdout
     assert "Traceback" not in stderr
     history = json.loads((out / "history.json").read_text())
     assert history["interrupted"] is True

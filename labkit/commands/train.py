@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -102,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
         callbacks=[_EpochPrinter(args.epochs)],
     )
     if fitted.interrupted:
+        number = fitted.signal or signal.SIGINT
         steps = fitted.result.steps
-        print(f"interrupted after {steps} steps; weights so far saved in {fitted.weights}")
-        return 130
+        by = signal.Signals(number).name
+        print(f"interrupted ({by}) after {steps} steps; weights so far saved in {fitted.weights}")
+        return 128 + number  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     print(f"test accuracy {fitted.test_accuracy:.2%}; weights saved in {fitted.weights}")
     return 0

@@ -1,16 +1,28 @@
-"""File primitives of the run store: atomic writes, fsync, the writer's lock, folder sizes."""
+"""File primitives of the run store: the writer's lock, folder sizes (atomic writes and
+fsync come from :mod:`labkit.atomic`, re-exported here)."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
 from datetime import datetime
 from pathlib import Path
 
+from labkit.atomic import atomic_write, fsync_dir
 from labkit.errors import LabkitError
 from labkit.runs.format import LOCK
+
+__all__ = [
+    "acquire_lock",
+    "atomic_write",
+    "dir_size",
+    "fsync_dir",
+    "lock_pid",
+    "now_iso",
+    "write_all",
+    "writer_alive",
+]
 
 
 def now_iso() -> str:
@@ -18,34 +30,11 @@ def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a folder's new or renamed entries durable (best effort)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_all(fd: int, data: bytes) -> None:
     """``os.write`` until every byte is written (a write may be partial)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        write_all(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def lock_pid(run_path: Path) -> str:
