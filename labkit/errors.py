@@ -65,3 +65,8 @@ def user_frame(exc: BaseException) -> str:
     else:
         where = ""
     return f"{where}{type(exc).__name__}: {one_line(exc)}"
+
+
+class CorruptRunError(LabkitError):
+    """A run folder whose files break its format (a missing chunk, a manifest of the wrong
+    types, an unreadable commit log): one line naming the run and what is wrong."""

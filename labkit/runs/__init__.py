@@ -2,14 +2,16 @@
 
 :mod:`labkit.runs.format` is the format (``labkit-run/1``: the files, their names, the
 order of writes and what a reader checks), :mod:`labkit.runs.writer` the writer
-(locking, fsync, atomic writes) and :mod:`labkit.runs.reader` the reader. The store is
+(locking, fsync, atomic writes), :mod:`labkit.runs.reader` the reader and
+:mod:`labkit.runs.listing` the listing of a runs folder. The store is
 generic: what the recorder puts into a run, and how to read it back by meaning, is
 :mod:`labkit.recording`.
 """
 
 from labkit.runs.files import writer_alive
 from labkit.runs.format import FORMAT, STATUSES
-from labkit.runs.reader import Run, RunSummary, iter_run_dirs, list_runs, open_run
+from labkit.runs.listing import iter_run_dirs, list_runs
+from labkit.runs.reader import Run, RunSummary, open_run
 from labkit.runs.writer import RunWriter, write_gradcheck
 
 __all__ = [

@@ -1,7 +1,9 @@
-"""The run store's reader: open a run (live or finished), read its records, list a folder.
+"""The run store's reader: open a run (live or finished) and read its records.
 
 A reader never writes: a run whose writer died is reported as ``crashed``, and what a
-live writer adds is picked up by :meth:`Run.refresh`. What the arrays *mean* (layers,
+live writer adds is picked up by :meth:`Run.refresh`. Whatever breaks the format (an
+unreadable file, a manifest it can't use) is a one-line
+:class:`~labkit.errors.CorruptRunError` naming the run. What the arrays *mean* (layers,
 statistics, feature maps) is :mod:`labkit.recording`'s business, not this module's.
 """
 
@@ -11,7 +13,6 @@ import bisect
 import json
 import operator
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from labkit.errors import LabkitError, one_line
+from labkit.errors import CorruptRunError, LabkitError, one_line
 from labkit.runs.files import dir_size, writer_alive
 from labkit.runs.format import (
     CONSOLIDATED,
@@ -47,13 +48,14 @@ def _read_manifest(path: Path) -> dict:
     except FileNotFoundError:
         raise LabkitError(f"{path}: not a labkit run (no {MANIFEST})") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise LabkitError(f"{manifest_path}: cannot read the manifest ({one_line(exc)})") from None
+        message = f"{manifest_path}: cannot read the manifest ({one_line(exc)})"
+        raise CorruptRunError(message) from None
     try:
         document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LabkitError(f"{manifest_path}: not valid JSON ({one_line(exc)})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CorruptRunError(f"{manifest_path}: not valid JSON ({one_line(exc)})") from None
     if not isinstance(document, dict) or "format" not in document:
-        raise LabkitError(f"{manifest_path}: not a labkit run manifest (no 'format')")
+        raise CorruptRunError(f"{manifest_path}: not a labkit run manifest (no 'format')")
     if document["format"] != FORMAT:
         raise LabkitError(
             f"{manifest_path}: unknown run format {document['format']!r} "
@@ -61,18 +63,21 @@ def _read_manifest(path: Path) -> dict:
         )
     problem = manifest_problem(document)
     if problem:
-        raise LabkitError(f"{manifest_path}: {problem}")
+        raise CorruptRunError(f"{manifest_path}: {problem}")
     return document
 
 
 def _complete_lines(path: Path, offset: int) -> list[bytes]:
-    """The newline-terminated lines of ``path`` from byte ``offset``, without the newlines."""
+    """The newline-terminated lines of ``path`` from byte ``offset``, without the newlines
+    (none while it does not exist; CorruptRunError if it can't be read)."""
     try:
         with open(path, "rb") as file:
             file.seek(offset)
             data = file.read()
     except FileNotFoundError:
         return []
+    except OSError as exc:  # a directory, a symlink loop, no permission, an I/O error
+        raise CorruptRunError(f"{path}: cannot read ({one_line(exc)})") from None
     end = data.rfind(b"\n")
     return data[:end].split(b"\n") if end >= 0 else []
 
@@ -215,7 +220,8 @@ class Run:
                 use_consolidated=False,
             )
         except Exception as exc:  # zarr raises several types for a missing/bad group
-            raise LabkitError(f"{data}: corrupt or missing zarr group ({one_line(exc)})") from None
+            message = f"{data}: corrupt or missing zarr group ({one_line(exc)})"
+            raise CorruptRunError(message) from None
 
     def _array(self, name: str, table: str) -> zarr.Array:
         if name in self._arrays:
@@ -228,7 +234,8 @@ class Run:
         try:
             array = self._group[name]
         except Exception as exc:
-            raise LabkitError(f"{where}: missing or corrupt array ({one_line(exc)})") from None
+            message = f"{where}: missing or corrupt array ({one_line(exc)})"
+            raise CorruptRunError(message) from None
         expected = tuple(spec["shape"])
         if table == "record_arrays":
             expected = (self.capacity, *expected)
@@ -245,7 +252,7 @@ class Run:
             if unsafe:
                 problem = f"codec {unsafe[0]!r} is not allowed"
         if problem:
-            raise LabkitError(f"{where}: {problem}")
+            raise CorruptRunError(f"{where}: {problem}")
         self._arrays[name] = array
         return array
 
@@ -253,7 +260,8 @@ class Run:
         try:
             return np.asarray(array[selection])
         except Exception as exc:
-            raise LabkitError(f"{self.path / DATA / name}: cannot read ({one_line(exc)})") from None
+            message = f"{self.path / DATA / name}: cannot read ({one_line(exc)})"
+            raise CorruptRunError(message) from None
 
     def array(self, name: str, record: int | slice | None = None) -> np.ndarray:
         """A record array: one record (int), several (slice) or all committed ones (None)."""
@@ -328,7 +336,7 @@ class Run:
         for _, name in sorted(keyed):
             try:
                 report = json.loads((directory / name).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(report, dict):
                 reports.append(report)
@@ -366,27 +374,3 @@ def open_run(path: str | os.PathLike) -> Run:
     run = Run(path, _read_manifest(path))
     run.refresh()
     return run
-
-
-def iter_run_dirs(directory: Path) -> Iterator[Path]:
-    """The folders in ``directory`` that hold a run manifest, by name."""
-    for entry in sorted(os.scandir(directory), key=lambda entry: entry.name):
-        if entry.is_dir() and os.path.exists(os.path.join(entry.path, MANIFEST)):
-            yield Path(entry.path)
-
-
-def list_runs(directory: str | os.PathLike) -> list[RunSummary]:
-    """One summary per run in ``directory``; a corrupt run is listed with its error."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        what = "no such folder" if not directory.exists() else "not a folder"
-        raise LabkitError(f"{directory}: {what}")
-    summaries = []
-    for path in iter_run_dirs(directory):
-        try:
-            summaries.append(open_run(path).summary())
-        except LabkitError as exc:
-            summaries.append(
-                RunSummary(path, "corrupt", 0, None, None, dir_size(path), error=str(exc))
-            )
-    return summaries

@@ -1,0 +1,60 @@
+"""Listing a runs folder: one summary per run, a broken run listed with its error.
+
+One bad run never hides the others: whatever reading a run raises, it is listed as
+``corrupt`` with a one-line error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from labkit.errors import LabkitError, one_line
+from labkit.runs.files import dir_size
+from labkit.runs.format import MANIFEST
+from labkit.runs.reader import RunSummary, open_run
+
+
+def _folders(directory: Path) -> Iterator[Path]:
+    """The folders in ``directory``, by name (an entry that can't be examined is skipped)."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError as exc:
+        raise LabkitError(f"{directory}: cannot list the folder ({one_line(exc)})") from None
+    for entry in entries:
+        try:
+            if entry.is_dir():
+                yield Path(entry.path)
+        except OSError:  # a symlink loop, no permission: not a run folder we can read
+            continue
+
+
+def iter_run_dirs(directory: Path) -> Iterator[Path]:
+    """The folders in ``directory`` that hold a run manifest, by name."""
+    for path in _folders(directory):
+        if os.path.lexists(path / MANIFEST):
+            yield path
+
+
+def summarize(path: Path) -> RunSummary:
+    """The run at ``path`` as a row of :func:`list_runs`."""
+    try:
+        return open_run(path).summary()
+    except Exception as exc:  # whatever one run raises, the listing goes on
+        if isinstance(exc, LabkitError):
+            error = one_line(exc)
+        else:
+            error = f"{path}: cannot read the run ({type(exc).__name__}: {one_line(exc)})"
+        return RunSummary(path, "corrupt", 0, None, None, dir_size(path), error=error)
+
+
+def list_runs(directory: str | os.PathLike) -> list[RunSummary]:
+    """One summary per run in ``directory``, by name: a run that can't be read is listed
+    as ``corrupt`` with its error.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        what = "no such folder" if not directory.exists() else "not a folder"
+        raise LabkitError(f"{directory}: {what}")
+    return [summarize(path) for path in iter_run_dirs(directory)]

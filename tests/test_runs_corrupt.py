@@ -1,0 +1,130 @@
+"""One bad run never hides the others, and never shows wrong data (issue 14, section 3).
+
+Every corrupt run here is a copy of one small real run (``base``), broken the way a disk,
+a user or a half-finished copy breaks one.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labkit.cli import main
+from labkit.data import MNIST, load_mnist
+from labkit.errors import CorruptRunError
+from labkit.fit import fit
+from labkit.models import lenet
+from labkit.recording import open_recording
+from labkit.runs import list_runs
+
+KERNELS = "params/00-Convolutional/kernels"
+FEATURES = "features/00-Convolutional"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """lenet trained for 6 steps (every step recorded), closed: consolidated copies too."""
+    sample = load_mnist("sample")
+    data = MNIST(sample.x_train[:192], sample.y_train[:192], sample.x_test, sample.y_test, "t")
+    path = tmp_path_factory.mktemp("base") / "run"
+    fit(lenet(seed=0), run=path, epochs=1, data=data, progress=False, model="lenet")
+    return path
+
+
+@pytest.fixture
+def runs(base, tmp_path) -> Path:
+    """A runs folder holding a good run and ``b-bad``, a copy for a test to break."""
+    for name in ("a-good", "b-bad"):
+        shutil.copytree(base, tmp_path / name)
+    return tmp_path
+
+
+def edit_manifest(path: Path, change) -> None:
+    """Rewrite the manifest after ``change(manifest)`` (which edits the dict in place)."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    change(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def chunk(path: Path, name: str, record: int) -> Path:
+    """The chunk file of one record of a record array."""
+    (found,) = (path / "data.zarr" / name).glob(f"c.{record}.*")
+    return found
+
+
+def listed(runs: Path) -> dict:
+    return {summary.path.name: summary for summary in list_runs(runs)}
+
+
+def assert_one_line(message: str, *words: str) -> None:
+    assert "\n" not in message and "Traceback" not in message
+    for word in words:
+        assert word in message
+
+
+# ------------------------------------------ 1. an unreadable file hides nothing else
+
+
+def break_file(path: Path, how: str, monkeypatch) -> Path:
+    """Make ``records.jsonl`` (or ``metrics.jsonl``) a directory, a symlink loop or
+    unreadable; returns the broken file."""
+    name, how = (
+        ("metrics.jsonl", how.split()[1]) if how.startswith("metrics") else ("records.jsonl", how)
+    )
+    target = path / name
+    if how == "directory":
+        target.unlink()
+        target.mkdir()
+    elif how == "loop":
+        target.unlink()
+        target.symlink_to(name)  # a link to itself: ELOOP
+    else:  # tests run as root, which reads through chmod 000: inject what a user would get
+        real_open = builtins.open
+
+        def refusing_open(file, *args, **kwargs):
+            if isinstance(file, str | os.PathLike) and Path(file) == target:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refusing_open)
+    return target
+
+
+HOW = ["directory", "loop", "unreadable", "metrics directory", "metrics loop"]
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_an_unreadable_log_is_listed_corrupt_with_the_others_shown(runs, how, monkeypatch, capsys):
+    broken = break_file(runs / "b-bad", how, monkeypatch)
+    summaries = listed(runs)
+    assert summaries["a-good"].status == "completed" and summaries["a-good"].steps == 6
+    bad = summaries["b-bad"]
+    assert bad.status == "corrupt"
+    assert_one_line(bad.error, str(broken), "cannot read")
+    assert main(["runs", "list", str(runs)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:3] == ["a-good", "completed", "6"]
+    assert out[2].split()[:2] == ["b-bad", "corrupt"] and len(out) == 3
+    with pytest.raises(CorruptRunError) as error:
+        open_recording(runs / "b-bad")
+    assert_one_line(str(error.value), str(broken))
+
+
+@pytest.mark.parametrize("how", ["directory", "loop", "unreadable"])
+def test_the_dashboard_keeps_every_other_run(runs, how, monkeypatch):
+    from dashboards.app import create_app
+    from dashboards.store import RunStore
+
+    break_file(runs / "b-bad", how, monkeypatch)
+    summaries = {s.path.name: s for s in RunStore(runs).summaries()}
+    assert summaries["a-good"].error is None and summaries["b-bad"].status == "corrupt"
+    response = create_app(runs).server.test_client().get("/_dash-layout")
+    assert response.status_code == 200
+    page = str(response.get_json())
+    assert "a-good (completed" in page and "b-bad — corrupt: " in page
