@@ -13,11 +13,12 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from labkit.cli import main
 from labkit.data import MNIST, load_mnist
-from labkit.errors import CorruptRunError
+from labkit.errors import CorruptRunError, LabkitError
 from labkit.fit import fit
 from labkit.models import lenet
 from labkit.recording import open_recording
@@ -128,3 +129,81 @@ def test_the_dashboard_keeps_every_other_run(runs, how, monkeypatch):
     assert response.status_code == 200
     page = str(response.get_json())
     assert "a-good (completed" in page and "b-bad — corrupt: " in page
+
+
+# ------------------------------------------ 2. a missing chunk is corruption, not zeros
+
+
+def test_a_deleted_record_chunk_is_an_error_naming_run_array_and_step(runs, capsys):
+    path = runs / "b-bad"
+    recording = open_recording(path)
+    step = int(recording.steps[3])
+    chunk(path, KERNELS, 3).unlink()
+    with pytest.raises(CorruptRunError) as error:
+        recording.kernels(0, step)
+    assert_one_line(str(error.value), str(path), KERNELS, f"step {step}", "missing")
+    assert recording.kernels(0, int(recording.steps[2])).any()  # the other records read
+    for read in (recording.weights, recording.network_at):
+        with pytest.raises(CorruptRunError, match=f"step {step}"):
+            read(step)
+    # The dashboard's check button gets the error, not "all passed" on zeros.
+    from dashboards.callbacks import check_at_step
+    from dashboards.store import CachedRun
+
+    with pytest.raises(LabkitError, match=KERNELS):
+        check_at_step(CachedRun(recording), 3)
+    assert recording.gradchecks == []
+    assert main(["inspect", str(path), "--step", str(step), "--out", str(runs / "f")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and KERNELS in captured.err
+    assert f"step {step}" in captured.err and "Traceback" not in captured.err
+
+
+def test_a_deleted_feature_map_chunk_is_an_error(runs):
+    path = runs / "b-bad"
+    chunk(path, FEATURES, 5).unlink()
+    recording = open_recording(path)
+    step = int(recording.steps[5])
+    with pytest.raises(CorruptRunError, match=f"{FEATURES}.*step {step}"):
+        recording.feature_map(0, step)
+    with pytest.raises(CorruptRunError, match=f"step {step}"):
+        recording.run.array(FEATURES)  # every record, through the per-record chunks
+
+
+def test_a_deleted_whole_run_copy_falls_back_to_the_records(runs, base):
+    path = runs / "b-bad"
+    for copy in (path / "data.zarr" / "consolidated").rglob("c.*"):
+        copy.unlink()
+    recording, good = open_recording(path), open_recording(base)
+    for name, table in good.tables().items():
+        np.testing.assert_array_equal(recording.tables()[name], table)
+    np.testing.assert_array_equal(
+        recording.layer_stats(0)["activation"]["max"], good.layer_stats(0)["activation"]["max"]
+    )
+    # With the copy gone, a missing record chunk behind it is found.
+    chunk(path, "stats", 4).unlink()
+    with pytest.raises(CorruptRunError, match=f"stats.*step {int(good.steps[4])}"):
+        recording.layer_stats(0)
+
+
+def test_a_missing_chunk_of_a_run_still_being_read_by_slices(runs):
+    path = runs / "b-bad"
+    edit_manifest(path, lambda m: m.update(consolidated={}))  # as a live run: no copies yet
+    chunk(path, "update_ratio", 2).unlink()
+    recording = open_recording(path)
+    assert recording.tables(slice(0, 2))["update_ratio"].shape[0] == 2
+    with pytest.raises(CorruptRunError, match="update_ratio.*step 3"):
+        recording.tables(slice(1, 4))
+    with pytest.raises(CorruptRunError, match="update_ratio.*step 3"):
+        recording.run.array("update_ratio", slice(None, None, -1))
+
+
+def test_a_truncated_or_garbage_chunk_is_a_one_line_error(runs):
+    path = runs / "b-bad"
+    recording = open_recording(path)
+    chunk(path, KERNELS, 1).write_bytes(b"not zstd at all")
+    chunk(path, KERNELS, 2).write_bytes(chunk(path, KERNELS, 2).read_bytes()[:10])
+    for record in (1, 2):
+        with pytest.raises(CorruptRunError) as error:
+            recording.kernels(0, int(recording.steps[record]))
+        assert_one_line(str(error.value), str(path), KERNELS)

@@ -58,22 +58,25 @@ last line without a trailing newline and any line that is not a JSON object.
 ``data.zarr`` is a zarr v3 group on the local filesystem (nested groups for the
 ``/`` in array names). Every array uses the ``regular`` chunk grid, the ``default``
 chunk key encoding with separator ``"."``, the codecs ``bytes`` (little endian) then
-``zstd``, and fill value 0; a chunk holding only zeros may be absent (it reads as
-zeros). Numeric and boolean dtypes only.
+``zstd``, and fill value 0. Numeric and boolean dtypes only.
 
 - A *record array* ``name`` of per-record shape S has shape ``(R, *S)`` and chunk
-  shape ``(1, *S)``: record ``i`` is the single file
-  ``data.zarr/<name>/c.<i>.0.0...`` (one ``.0`` per axis of S). Record arrays are
+  shape ``(1, *S)`` (an axis of length 0 is chunked by 1): record ``i`` is the single
+  file ``data.zarr/<name>/c.<i>.0.0...`` (one ``.0`` per axis of S). Record arrays are
   created at full capacity and never resized (a resize rewrites metadata, which a
-  crash could tear).
-- A *static array* (written once at creation) has its own
-  shape and one chunk.
+  crash could tear). The writer writes every committed record's chunk file, zeros
+  too, before its commit line: a committed record whose chunk is missing is corruption
+  (zarr would read it as zeros, the fill value), and a reader refuses to read it.
+- A *static array* (written once at creation) has its own shape and one chunk, which
+  zarr leaves out when it holds only zeros (it reads as zeros).
 - A *whole-run copy* ``consolidated/<name>``, made when the run closes for each
   record array of under 64 KB a record, holds its first ``count`` records (``count``
   from the manifest's ``"consolidated"``) in one chunk of shape ``(count, *S)``, so a
   viewer drawing every record reads one file. It is an optimisation: a reader that finds
-  it missing or inconsistent reads the per-record chunks instead. ``consolidated`` is
-  therefore not allowed as the first part of another array's name.
+  it missing or inconsistent reads the per-record chunks instead (a copy of only zeros
+  has no chunk file either, so a missing one is read from the records, never as
+  zeros). ``consolidated`` is therefore not allowed as the first part of another
+  array's name.
 
 Array names are ``/``-separated parts, each matching ``[A-Za-z0-9_][A-Za-z0-9_.+-]*``
 (which arrays a recorded run holds is :mod:`labkit.recording`'s business); dtypes are

@@ -2,9 +2,10 @@
 
 A reader never writes: a run whose writer died is reported as ``crashed``, and what a
 live writer adds is picked up by :meth:`Run.refresh`. Whatever breaks the format (an
-unreadable file, a manifest it can't use) is a one-line
-:class:`~labkit.errors.CorruptRunError` naming the run. What the arrays *mean* (layers,
-statistics, feature maps) is :mod:`labkit.recording`'s business, not this module's.
+unreadable file, a manifest it can't use, a committed record's missing chunk) is a
+one-line :class:`~labkit.errors.CorruptRunError` naming the run. What the arrays *mean*
+(layers, statistics, feature maps) is :mod:`labkit.recording`'s business, not this
+module's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from zarr.storage import LocalStore
 from labkit.errors import CorruptRunError, LabkitError, one_line
 from labkit.runs.files import dir_size, writer_alive
 from labkit.runs.format import (
+    CHUNK_KEYS,
     CONSOLIDATED,
     DATA,
     FORMAT,
@@ -80,6 +82,12 @@ def _complete_lines(path: Path, offset: int) -> list[bytes]:
         raise CorruptRunError(f"{path}: cannot read ({one_line(exc)})") from None
     end = data.rfind(b"\n")
     return data[:end].split(b"\n") if end >= 0 else []
+
+
+_CHUNK_KEY_ENCODING = {
+    "name": CHUNK_KEYS["name"],
+    "configuration": {"separator": CHUNK_KEYS["separator"]},
+}
 
 
 @dataclass(frozen=True)
@@ -244,8 +252,10 @@ class Run:
             problem = "not a zarr v3 array"
         elif array.shape != expected or np.dtype(array.dtype) != np.dtype(spec["dtype"]):
             problem = f"{array.dtype}{list(array.shape)} does not match the manifest"
-        elif table == "record_arrays" and array.chunks[0] != 1:
-            problem = "not chunked one record per chunk"
+        elif table == "record_arrays" and array.chunks != (1, *(max(1, d) for d in expected[1:])):
+            problem = f"chunks {list(array.chunks)} are not one record per chunk"
+        elif array.metadata.to_dict().get("chunk_key_encoding") != _CHUNK_KEY_ENCODING:
+            problem = "not the format's chunk key encoding"
         else:
             codecs = [codec.get("name") for codec in array.metadata.to_dict().get("codecs", [])]
             unsafe = [codec for codec in codecs if codec not in SAFE_CODECS]
@@ -263,6 +273,22 @@ class Run:
             message = f"{self.path / DATA / name}: cannot read ({one_line(exc)})"
             raise CorruptRunError(message) from None
 
+    def _has_chunk(self, array: zarr.Array, name: str, index: int) -> bool:
+        """Whether the chunk file of row ``index`` is there (the row's only chunk: record
+        arrays and whole-run copies have one chunk a row, checked when opened)."""
+        key = array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))
+        return os.path.exists(self.path / DATA / name / key)  # a dangling link reads as zeros
+
+    def _check_chunks(self, array: zarr.Array, name: str, rows: range) -> None:
+        """CorruptRunError unless every committed record in ``rows`` has its chunk: zarr
+        would read a missing one as zeros (its fill value), which the writer never leaves."""
+        for index in rows:
+            if not self._has_chunk(array, name, index):
+                raise CorruptRunError(
+                    f"{self.path}: array {name!r} is missing the chunk file of record "
+                    f"{index} (step {self._steps[index]}): the run is corrupt"
+                )
+
     def array(self, name: str, record: int | slice | None = None) -> np.ndarray:
         """A record array: one record (int), several (slice) or all committed ones (None)."""
         array = self._array(name, "record_arrays")
@@ -276,6 +302,7 @@ class Run:
             rows = range(n)[record]
             if len(rows) == 0:
                 return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+            self._check_chunks(array, name, rows)
             if rows.step > 0:
                 return self._read(array, slice(rows.start, rows.stop, rows.step), name)
             low, high = rows[-1], rows[0] + 1
@@ -284,6 +311,7 @@ class Run:
         index = operator.index(record)
         if not -n <= index < n:
             raise LabkitError(f"{self.path}: no record {index} ({n} records committed)")
+        self._check_chunks(array, name, range(index % n, index % n + 1))
         return self._read(array, index % n, name)
 
     def _consolidated(self, name: str, count: int) -> np.ndarray | None:
@@ -300,7 +328,9 @@ class Run:
         if (
             not isinstance(array, zarr.Array)
             or array.shape != expected
+            or array.chunks != tuple(max(1, d) for d in expected)
             or np.dtype(array.dtype) != np.dtype(spec["dtype"])
+            or not self._has_chunk(array, f"{CONSOLIDATED}/{name}", 0)
         ):
             return None
         return self._read(array, slice(None), name)
