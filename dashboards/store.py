@@ -84,10 +84,15 @@ class RunStore:
         return with_layers(None, dict.fromkeys(classes))
 
     def summaries(self) -> list[RunSummary]:
-        """Every run in the folder (corrupt ones with their error); [] if there is none."""
+        """Every run in the folder, by name; [] if there is none.
+
+        A run that can't be read, or whose description the dashboard can't use (a
+        :class:`Recording` refuses it), is listed as corrupt with its one-line error:
+        one bad run never hides the others.
+        """
         if not self.runs_dir.is_dir():
             return []
-        return list_runs(self.runs_dir)
+        return list_runs(self.runs_dir, check=Recording)
 
     def get(self, name: str) -> CachedRun:
         """The named run, opened on first use and refreshed on every call."""
@@ -98,5 +103,9 @@ class RunStore:
                 raise LabkitError(f"{path}: no such run")
             cached = CachedRun(open_recording(path))
             self._cache[name] = cached
-        cached.refresh()
+        try:
+            cached.refresh()
+        except LabkitError:
+            del self._cache[name]  # broken since it was opened: open it anew next time
+            raise
         return cached

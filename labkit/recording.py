@@ -19,7 +19,9 @@ module is where the names, fields and edges are spelled, once:
 ``<key>`` is :func:`labkit.network.layer_key` (``03-Convolutional``). The manifest's
 ``"layers"`` lists ``{"key", "name", "class", "output_shape", "params"}`` per layer, and
 ``"stats_fields"``, ``"hist_edges"``, ``"update_ratio_names"``, ``"architecture"``
-(:meth:`labkit.network.Network.architecture`, or null) describe the rest.
+(:meth:`labkit.network.Network.architecture`, or null) describe the rest. A recording
+whose description is of the wrong types or does not fit its arrays is refused when
+opened (:func:`layout_problem`, a one-line CorruptRunError), never read as wrong data.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from labkit.errors import LabkitError
+from labkit.errors import CorruptRunError, LabkitError
 from labkit.html import html_table
 from labkit.network import Network, layer_key
+from labkit.reports import report_problem
 from labkit.runs import Run, open_run
+from labkit.runs.format import MANIFEST
 from labkit.usercode import Model, network_for, with_layers
 
 STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")
@@ -102,15 +106,88 @@ def run_layout(network: Network, probe_shape: tuple[int, ...]) -> tuple[dict, di
     return arrays, manifest
 
 
+def _sizes(value: object) -> bool:
+    return isinstance(value, list) and all(type(d) is int and d >= 0 for d in value)
+
+
+def _layer_problem(index: int, entry: object, arrays: dict) -> str | None:
+    """What is wrong with one entry of ``"layers"`` against the record arrays, or None."""
+    if not isinstance(entry, dict):
+        return f"'layers' entry {index} is not an object"
+    key, params = entry.get("key"), entry.get("params", {})
+    if not isinstance(key, str) or feature_array(key) not in arrays:
+        return f"layer {index}: key {key!r} has no recorded feature map"
+    if not all(isinstance(entry.get(field, ""), str) for field in ("name", "class")):
+        return f"layer {index} ({key}): 'name' and 'class' must be strings"
+    if not _sizes(entry.get("output_shape", [])):
+        return f"layer {index} ({key}): bad 'output_shape'"
+    if not isinstance(params, dict) or not all(
+        _sizes(shape) and arrays.get(param_array(key, name), {}).get("shape") == shape
+        for name, shape in params.items()
+    ):
+        return f"layer {index} ({key}): 'params' do not match the recorded parameters"
+    return None
+
+
+def layout_problem(manifest: dict) -> str | None:
+    """What is wrong with a recording's description (the manifest's ``"layers"``,
+    ``"stats_fields"``, ``"hist_edges"``, ``"update_ratio_names"``) against its arrays,
+    or None: every layer's arrays are there, every label list fits its array."""
+    arrays = manifest["record_arrays"]  # its types are the store's, checked on opening
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        return "'layers' is missing or not a list"
+    for index, entry in enumerate(layers):
+        problem = _layer_problem(index, entry, arrays)
+        if problem:
+            return problem
+    for name in (STATS, HIST, UPDATE_RATIO):
+        if name not in arrays:
+            return f"no {name!r} record array"
+    stats, hist = arrays[STATS]["shape"], arrays[HIST]["shape"]
+    if len(stats) != 3 or len(hist) != 3 or stats[:2] != [len(layers), len(KINDS)]:
+        return f"'layers' ({len(layers)}) do not fit the {STATS!r} array {stats}"
+    if hist[:2] != stats[:2]:
+        return f"the {HIST!r} array {hist} does not fit the {STATS!r} array {stats}"
+    ratios = arrays[UPDATE_RATIO]["shape"]
+    if len(ratios) != 1:
+        return f"the {UPDATE_RATIO!r} array {ratios} is not one value a parameter"
+    for key, length in (
+        ("stats_fields", stats[2]),
+        ("hist_edges", hist[2] + 1),
+        ("update_ratio_names", ratios[0]),
+    ):
+        values = manifest.get(key)
+        if not isinstance(values, list) or len(values) != length:
+            return f"{key!r} is missing or does not fit its array ({length} entries)"
+    if not all(
+        isinstance(v, str) for v in manifest["stats_fields"] + manifest["update_ratio_names"]
+    ):
+        return "'stats_fields' and 'update_ratio_names' must be strings"
+    edges = manifest["hist_edges"]
+    if not all(type(edge) in (int, float) for edge in edges) or not np.all(np.diff(edges) > 0):
+        return "'hist_edges' are not increasing numbers"
+    return None
+
+
 class Recording:
     """A recorded run read by meaning: layers, statistics, weights, feature maps.
 
     A view over a :class:`labkit.runs.Run` (``.run``); steps are training steps, and a
-    method taking ``step`` wants a recorded one (:meth:`nearest_step` finds one).
+    method taking ``step`` wants a recorded one (:meth:`nearest_step` finds one). A run
+    whose description does not fit its arrays is refused (CorruptRunError, one line).
     """
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self._checked_id: object = None
+        self._check()
+
+    def _check(self) -> None:
+        problem = layout_problem(self.run.manifest)
+        if problem:
+            raise CorruptRunError(f"{self.run.path / MANIFEST}: {problem}")
+        self._checked_id = self.run.manifest.get("id")
 
     # -- the run underneath
 
@@ -141,7 +218,10 @@ class Recording:
 
     def refresh(self) -> int:
         """Pick up what a live writer added; returns how many records are visible."""
-        return self.run.refresh()
+        count = self.run.refresh()
+        if self.run.manifest.get("id") != self._checked_id:  # overwritten by another run
+            self._check()
+        return count
 
     def metrics(self) -> list[dict]:
         """Per-step rows (loss, accuracy, lr) and per-epoch rows (``kind: "epoch"``)."""
@@ -149,8 +229,9 @@ class Recording:
 
     @property
     def gradchecks(self) -> list[dict]:
-        """The gradient-check reports stored in the run, oldest first."""
-        return self.run.gradchecks
+        """The gradient-check reports stored in the run, oldest first (one of the wrong
+        structure is skipped, as an unreadable one is)."""
+        return [report for report in self.run.gradchecks if report_problem(report) is None]
 
     def nearest_step(self, step: int) -> int:
         """The recorded step nearest ``step`` (the earlier on a tie)."""

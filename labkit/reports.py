@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -281,6 +281,49 @@ class CheckSuite:
         if self.step is not None:
             document["step"] = self.step
         return document
+
+
+# The JSON type of each field of a stored check: TensorCheck's fields, and what to_dict adds.
+_CHECK_FIELDS = {f.name: str(f.type) for f in fields(TensorCheck)} | {
+    "passed": "bool",
+    "status": "str",
+}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a stored value fits a field's annotation (non-finite floats are stored null)."""
+    if value is None:
+        return "None" in annotation or annotation == "float"
+    if annotation.startswith("tuple[int"):
+        return isinstance(value, list) and all(type(item) is int for item in value)
+    kinds = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float)}
+    return type(value) in kinds.get(annotation.split(" |")[0], (type(value),))
+
+
+def report_problem(document: Any) -> str | None:
+    """What keeps a stored report document from being read as one, or None.
+
+    A document is :meth:`CheckSuite.to_dict`'s (``{"reports": [...]}``) or one report's
+    (``{"subject", "passed", "checks"}``); any field may be missing (older reports), but
+    one that is there has its :class:`TensorCheck` type, so the tables and
+    :func:`status_text` never meet a string where they format a number.
+    """
+    if not isinstance(document, dict):
+        return "not a JSON object"
+    reports = document.get("reports", [document])
+    if not isinstance(reports, list):
+        return "'reports' is not a list"
+    for i, report in enumerate(reports):
+        checks = report.get("checks", []) if isinstance(report, dict) else None
+        if not isinstance(checks, list) or not isinstance(report.get("subject", ""), str):
+            return f"report {i} is not an object with a subject and a list of checks"
+        for j, check in enumerate(checks):
+            if not isinstance(check, dict):
+                return f"check {j} of report {i} is not an object"
+            for name, value in check.items():
+                if name in _CHECK_FIELDS and not _fits(value, _CHECK_FIELDS[name]):
+                    return f"check {j} of report {i}: {name!r} is {value!r:.40}"
+    return None
 
 
 TABLE_HEADER = (

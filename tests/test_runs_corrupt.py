@@ -22,7 +22,7 @@ from labkit.errors import CorruptRunError, LabkitError
 from labkit.fit import fit
 from labkit.models import lenet
 from labkit.recording import open_recording
-from labkit.runs import list_runs
+from labkit.runs import list_runs, open_run
 
 KERNELS = "params/00-Convolutional/kernels"
 FEATURES = "features/00-Convolutional"
@@ -207,3 +207,155 @@ def test_a_truncated_or_garbage_chunk_is_a_one_line_error(runs):
         with pytest.raises(CorruptRunError) as error:
             recording.kernels(0, int(recording.steps[record]))
         assert_one_line(str(error.value), str(path), KERNELS)
+
+
+# ------------------------------------------ 3. wrong types, absurd sizes: one line each
+
+
+def match_zarr(path: Path) -> None:
+    """Make the arrays' zarr metadata agree with a tampered manifest, so that only the
+    format's limits stand between the reader and a huge allocation."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    for name, spec in manifest["record_arrays"].items():
+        meta_path = path / "data.zarr" / name / "zarr.json"
+        meta = json.loads(meta_path.read_text())
+        meta["shape"] = [manifest["capacity"], *spec["shape"]]
+        meta["chunk_grid"]["configuration"]["chunk_shape"] = [1, *spec["shape"]]
+        meta_path.write_text(json.dumps(meta))
+
+
+def _shape(table: str, name: str, shape: list):
+    return lambda manifest: manifest[table][name].update(shape=shape)
+
+
+STORE_BREAKS = [  # (change, zarr metadata made to agree, what the error says)
+    (lambda m: m.update(capacity=10**18), True, "capacity 1000000000000000000 is over the limit"),
+    (lambda m: m.update(capacity=1e18), False, "bad capacity 1e+18"),
+    (_shape("record_arrays", KERNELS, [2**20, 2**20, 2**10, 14]), True, "over the limit"),
+    (_shape("record_arrays", KERNELS, [1] * 100), True, "100 axes"),
+    (_shape("static_arrays", "probe/images", [2**40, 28, 28]), False, "over the limit"),
+    (lambda m: m.update(record_arrays="garbage"), False, "'record_arrays' is missing"),
+    (lambda m: m.pop("static_arrays"), False, "'static_arrays' is missing"),
+    (lambda m: m.update(status=["running"]), False, "bad status"),
+    (lambda m: m.update(id=7), False, "bad id"),
+    (lambda m: m.update(records="six"), False, "bad records"),
+    (lambda m: m.update(consolidated={"stats": "all"}), False, "bad 'consolidated'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "agree", "words"), STORE_BREAKS, ids=[b[-1] for b in STORE_BREAKS]
+)
+def test_a_manifest_of_wrong_types_or_sizes_lists_the_run_corrupt(
+    runs, change, agree, words, capsys
+):
+    path = runs / "b-bad"
+    edit_manifest(path, change)
+    if agree:
+        match_zarr(path)
+    summaries = listed(runs)
+    assert summaries["a-good"].status == "completed"
+    assert summaries["b-bad"].status == "corrupt"
+    assert_one_line(summaries["b-bad"].error, str(path / "manifest.json"), words)
+    assert main(["runs", "list", str(runs)]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[:2] == ["b-bad", "corrupt"]
+    assert main(["inspect", str(path)]) == 2  # refused before any array is read
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def _first_layer(**changes):
+    return lambda manifest: manifest["layers"][0].update(changes)
+
+
+def _shorter(key: str):
+    return lambda manifest: manifest[key].pop()
+
+
+RECORDING_BREAKS = [
+    (lambda m: m.update(layers="garbage"), "'layers'"),
+    (lambda m: m.update(layers=[1, "x"]), "'layers'"),
+    (lambda m: m.pop("layers"), "'layers'"),
+    (_first_layer(key=None), "layer 0"),
+    (_first_layer(key="99-Nothing"), "layer 0"),
+    (_first_layer(params="garbage"), "layer 0"),
+    (_first_layer(params={"kernels": [3, 3]}), "layer 0"),
+    (lambda m: m.pop("hist_edges"), "'hist_edges'"),
+    (lambda m: m.pop("stats_fields"), "'stats_fields'"),
+    (lambda m: m.update(stats_fields=5), "'stats_fields'"),
+    (_shorter("stats_fields"), "'stats_fields'"),
+    (_shorter("hist_edges"), "'hist_edges'"),
+    (lambda m: m.update(hist_edges=["a"] * 66), "'hist_edges'"),
+    (_shorter("update_ratio_names"), "'update_ratio_names'"),
+    (_shorter("layers"), "'layers'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"), RECORDING_BREAKS, ids=[b[-1] for b in RECORDING_BREAKS]
+)
+def test_a_recording_described_wrongly_is_a_one_line_error(runs, change, words, capsys):
+    from dashboards.store import RunStore
+
+    path = runs / "b-bad"
+    edit_manifest(path, change)
+    with pytest.raises(CorruptRunError) as error:
+        open_recording(path)
+    assert_one_line(str(error.value), str(path / "manifest.json"), words)
+    summaries = {s.path.name: s for s in RunStore(runs).summaries()}
+    assert summaries["a-good"].error is None
+    assert summaries["b-bad"].status == "corrupt" and summaries["b-bad"].error == str(error.value)
+    assert main(["inspect", str(path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+BAD_ROWS = [
+    {"step": "7", "loss": 1.0},
+    {"step": 7, "loss": "abc"},
+    {"step": 7, "loss": [1.0]},
+    {"step": True, "loss": 1.0},
+    {"step": 7, "epoch": 1.5, "loss": 1.0},
+    {"kind": 3, "step": 7},
+    {"kind": "epoch", "step": 7, "test_accuracy": "0.99"},
+    {"kind": "epoch", "step": 7, "test_accuracy": {"value": 1}},
+]
+
+
+def test_metrics_rows_of_the_wrong_types_are_skipped(runs, base):
+    from dashboards.figures.training import training_curves
+
+    path = runs / "b-bad"
+    with open(path / "metrics.jsonl", "a") as log:
+        log.write("".join(json.dumps(row) + "\n" for row in BAD_ROWS))
+        log.write('{"step": 8, "loss": 0.5}\n')
+    rows = open_recording(path).metrics()
+    assert rows == [*open_run(base).metrics(), {"step": 8, "loss": 0.5}]
+    summaries = listed(runs)
+    assert summaries["b-bad"].best_test_accuracy == summaries["a-good"].best_test_accuracy
+    training_curves(rows, 8)
+
+
+def test_gradcheck_reports_of_the_wrong_structure_are_skipped(runs):
+    from dashboards.figures.tables import gradcheck_table
+    from labkit.reports import TensorCheck
+    from labkit.runs import write_gradcheck
+
+    check = TensorCheck("00-Dense", "weights", (3, 2), "full", checked=6).to_dict()
+    good = {"subject": "s", "reports": [{"subject": "a", "checks": [check]}]}
+    bad = [
+        {"reports": "garbage"},
+        {"reports": [1]},
+        {"reports": [{"checks": "x"}]},
+        {"reports": [{"checks": [1]}]},
+        {"reports": [{"checks": [{**check, "shape": 3}]}]},
+        {"reports": [{"checks": [{**check, "analytic": "x", "failures": 2}]}]},
+        {"reports": [{"checks": [{**check, "worst_index": "here"}]}]},
+        {"reports": [{"checks": [{**check, "failures": "many"}]}]},
+        {"checks": [{**check, "layer": 3}]},
+        ["not", "an", "object"],
+    ]
+    path = runs / "b-bad"
+    for report in [*bad, good]:
+        write_gradcheck(path, report)
+    reports = open_recording(path).gradchecks
+    assert reports == [json.loads(json.dumps(good))]
+    assert [row["tensor"] for row in gradcheck_table(reports[0])] == ["weights"]

@@ -32,9 +32,12 @@ written and fsynced, then renamed over it). Keys:
   ``"failed"`` (an exception). A manifest saying ``"running"`` whose ``.lock`` is not
   held by any process belongs to a writer that died: readers report it as
   ``"crashed"`` (they never rewrite the manifest);
-- ``"capacity"``: R, the number of records the arrays were preallocated for;
+- ``"capacity"``: R, the number of records the arrays were preallocated for, at most
+  ``MAX_CAPACITY``;
 - ``"record_arrays"``: ``{name: {"shape": [per-record shape], "dtype": "float16"}}``;
-- ``"static_arrays"``: ``{name: {"shape": [shape], "dtype": "uint8"}}``;
+- ``"static_arrays"``: ``{name: {"shape": [shape], "dtype": "uint8"}}``; a shape has at
+  most ``MAX_NDIM`` axes, and one record of a record array (or a static array) holds at
+  most ``MAX_ARRAY_BYTES`` (see *Limits*);
 - on close, ``"records"`` (how many were committed), ``"ended"`` (ISO time) and
   ``"consolidated"``: ``{name: count}`` for the whole-run copies described below;
 - any other keys the creator passed (configuration, architecture, layers, seed,
@@ -52,8 +55,11 @@ invisible.
 
 ``metrics.jsonl``: one JSON object per line, appended by the writer, e.g.
 ``{"step": 120, "epoch": 1, "loss": 0.31, "accuracy": 0.9, "lr": 0.001}`` or
-``{"kind": "epoch", "epoch": 1, "step": 63, "test_accuracy": 0.95}``. Readers skip a
-last line without a trailing newline and any line that is not a JSON object.
+``{"kind": "epoch", "epoch": 1, "step": 63, "test_accuracy": 0.95}``: ``"step"`` and
+``"epoch"`` are integers, ``"kind"`` a string, every other value a number or ``null``.
+Readers skip a last line without a trailing newline and any row that breaks these rules
+(not a JSON object, a value of the wrong type: :func:`metrics_row_problem`), so one bad
+row never hides the others, nor shows as a number.
 
 ``data.zarr`` is a zarr v3 group on the local filesystem (nested groups for the
 ``/`` in array names). Every array uses the ``regular`` chunk grid, the ``default``
@@ -88,7 +94,9 @@ in shape or dtype, or names a codec outside ``bytes``, ``transpose``, ``zstd``,
 ``gradchecks/gradcheck-YYYYmmdd-HHMMSS[-n].json``: one gradient-check report per file
 (n = 2, 3, ... when several land in the same second), written to a hidden temporary
 file and then linked into place, so a visible report is always complete. Oldest first
-is the order of (timestamp, n).
+is the order of (timestamp, n). A reader skips a report it cannot read or that is not a
+JSON object; what a report holds is :mod:`labkit.reports`' business (readers by meaning
+skip one of the wrong structure, :func:`labkit.reports.report_problem`).
 
 ``.lock``: the writer holds ``flock(LOCK_EX | LOCK_NB)`` on it for its lifetime (the
 OS releases it when the process dies, even on ``kill -9``) and writes its pid into
@@ -99,6 +107,22 @@ writer that dies while creating leaves a crashed run, never an unrecognisable fo
 Overwriting a finished run (only on request) keeps the folder and ``.lock``, first
 deletes ``records.jsonl`` (readers then see no records), writes the new manifest
 (new ``"id"``: readers following the old run notice), then replaces everything else.
+
+Limits
+------
+
+A reader refuses a manifest over these (one line naming it), so a corrupt or hostile
+number can't make it allocate terabytes or loop for ever:
+
+- ``MAX_CAPACITY`` records: each record is a line of the commit log and a chunk file
+  per record array, so a billion is far beyond any run (a record at every step of a
+  million steps is a thousandth of it); with ``MAX_ARRAY_BYTES`` it also keeps every
+  array's element count under 2**63, which zarr's and NumPy's index arithmetic needs.
+- ``MAX_ARRAY_BYTES`` a record of an array (and a static array): a record is one chunk,
+  read and decoded whole into memory. lenet's largest is 295 KB (its first feature maps
+  of the 16 probes), the tutorial's Dense(3380, 100) weights 1.4 MB; 1 GiB is far above
+  what a NumPy lab trains, and far below what breaks a machine.
+- ``MAX_NDIM`` axes: NumPy 1's limit (NumPy 2 allows 64); a layer's tensor has 4.
 
 Guarantees hold against the death of the writer process; power loss can still lose
 array data the OS had not flushed (chunk files are not fsynced, for speed).
@@ -138,6 +162,10 @@ CHUNK_KEYS = {"name": "default", "separator": "."}
 # zstd level 1: records are written while training, where speed counts for more than
 # the last few percent of size.
 RECORD_ZSTD_LEVEL = 1
+# Limits a reader holds a manifest to (why: "Limits" above).
+MAX_CAPACITY = 10**9
+MAX_ARRAY_BYTES = 2**30
+MAX_NDIM = 32
 _NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
 
@@ -207,13 +235,38 @@ def check_names(names: list[str]) -> None:
                 raise ValueError(f"array {name!r} would sit inside array {'/'.join(parts[:i])!r}")
 
 
+def _spec_problem(spec: Any, name: str, records: bool) -> str | None:
+    """What is wrong with one array's ``{"shape", "dtype"}`` entry, or None."""
+    shape = spec.get("shape") if isinstance(spec, dict) else None
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+        return "its shape is not a list of sizes"
+    if len(shape) > MAX_NDIM:
+        return f"{len(shape)} axes (at most {MAX_NDIM})"
+    try:
+        dtype = check_dtype(spec.get("dtype"), name)
+    except (ValueError, TypeError):
+        return "no numeric or boolean dtype"
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_ARRAY_BYTES:
+        what = "a record" if records else "the array"
+        return f"{size:,} bytes {what} is over the limit of {MAX_ARRAY_BYTES:,}"
+    return None
+
+
 def manifest_problem(document: dict) -> str | None:
-    """What is wrong with a manifest's store-owned keys, or None."""
+    """What is wrong with a manifest's store-owned keys (types, then *Limits*), or None."""
     capacity = document.get("capacity")
     if type(capacity) is not int or capacity < 0:
         return f"bad capacity {capacity!r}"
+    if capacity > MAX_CAPACITY:
+        return f"capacity {capacity} is over the limit of {MAX_CAPACITY:,} records"
     if document.get("status") not in STATUSES:
         return f"bad status {document.get('status')!r}"
+    if not isinstance(document.get("id"), str):
+        return f"bad id {document.get('id')!r}"
+    records = document.get("records", 0)
+    if type(records) is not int or not 0 <= records <= capacity:
+        return f"bad records {records!r}"
     for key in ("record_arrays", "static_arrays"):
         table = document.get(key)
         if not isinstance(table, dict):
@@ -221,16 +274,31 @@ def manifest_problem(document: dict) -> str | None:
         for name, spec in table.items():
             try:
                 check_name(name, key)
-                shape = spec["shape"]
-                if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
-                    raise ValueError
-                check_dtype(spec["dtype"], name)
-            except (ValueError, TypeError, KeyError):
+            except ValueError:
                 return f"bad entry {name!r} in '{key}'"
+            problem = _spec_problem(spec, name, key == "record_arrays")
+            if problem:
+                return f"bad entry {name!r} in '{key}': {problem}"
     consolidated = document.get("consolidated", {})
     if not isinstance(consolidated, dict) or not all(
-        type(count) is int and name in document["record_arrays"]
+        type(count) is int and 0 <= count <= capacity and name in document["record_arrays"]
         for name, count in consolidated.items()
     ):
         return "bad 'consolidated' entry"
+    return None
+
+
+def metrics_row_problem(row: Any) -> str | None:
+    """What makes a ``metrics.jsonl`` row unusable (see the format above), or None."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    for key, value in row.items():
+        if key in ("step", "epoch"):
+            fits = type(value) is int
+        elif key == "kind":
+            fits = isinstance(value, str)
+        else:
+            fits = value is None or type(value) in (int, float)
+        if not fits:
+            return f"{key!r} is {type(value).__name__} {value!r:.40}"
     return None

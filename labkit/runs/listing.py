@@ -7,13 +7,13 @@ One bad run never hides the others: whatever reading a run raises, it is listed 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from labkit.errors import LabkitError, one_line
 from labkit.runs.files import dir_size
 from labkit.runs.format import MANIFEST
-from labkit.runs.reader import RunSummary, open_run
+from labkit.runs.reader import Run, RunSummary, open_run
 
 
 def _folders(directory: Path) -> Iterator[Path]:
@@ -37,10 +37,13 @@ def iter_run_dirs(directory: Path) -> Iterator[Path]:
             yield path
 
 
-def summarize(path: Path) -> RunSummary:
-    """The run at ``path`` as a row of :func:`list_runs`."""
+def summarize(path: Path, check: Callable[[Run], object] | None = None) -> RunSummary:
+    """The run at ``path`` as a row of :func:`list_runs` (``check``: see there)."""
     try:
-        return open_run(path).summary()
+        run = open_run(path)
+        if check is not None:
+            check(run)
+        return run.summary()
     except Exception as exc:  # whatever one run raises, the listing goes on
         if isinstance(exc, LabkitError):
             error = one_line(exc)
@@ -49,12 +52,17 @@ def summarize(path: Path) -> RunSummary:
         return RunSummary(path, "corrupt", 0, None, None, dir_size(path), error=error)
 
 
-def list_runs(directory: str | os.PathLike) -> list[RunSummary]:
+def list_runs(
+    directory: str | os.PathLike, check: Callable[[Run], object] | None = None
+) -> list[RunSummary]:
     """One summary per run in ``directory``, by name: a run that can't be read is listed
     as ``corrupt`` with its error.
+
+    ``check(run)``, if given, may raise a LabkitError for what a reader by meaning needs
+    beyond the store's format (e.g. :class:`labkit.recording.Recording`'s description).
     """
     directory = Path(directory)
     if not directory.is_dir():
         what = "no such folder" if not directory.exists() else "not a folder"
         raise LabkitError(f"{directory}: {what}")
-    return [summarize(path) for path in iter_run_dirs(directory)]
+    return [summarize(path, check) for path in iter_run_dirs(directory)]

@@ -2,10 +2,10 @@
 
 A reader never writes: a run whose writer died is reported as ``crashed``, and what a
 live writer adds is picked up by :meth:`Run.refresh`. Whatever breaks the format (an
-unreadable file, a manifest it can't use, a committed record's missing chunk) is a
-one-line :class:`~labkit.errors.CorruptRunError` naming the run. What the arrays *mean*
-(layers, statistics, feature maps) is :mod:`labkit.recording`'s business, not this
-module's.
+unreadable file, a manifest of the wrong types or sizes, a committed record's missing
+chunk) is a one-line :class:`~labkit.errors.CorruptRunError` naming the run. What the
+arrays *mean* (layers, statistics, feature maps) is :mod:`labkit.recording`'s business,
+not this module's.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from labkit.runs.format import (
     RECORDS,
     SAFE_CODECS,
     manifest_problem,
+    metrics_row_problem,
 )
 
 
@@ -175,9 +176,9 @@ class Run:
             self._metrics_offset += len(raw) + 1
             try:
                 row = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 continue
-            if isinstance(row, dict):
+            if metrics_row_problem(row) is None:
                 self._metrics.append(row)
 
     def __len__(self) -> int:
