@@ -359,3 +359,86 @@ def test_gradcheck_reports_of_the_wrong_structure_are_skipped(runs):
     reports = open_recording(path).gradchecks
     assert reports == [json.loads(json.dumps(good))]
     assert [row["tensor"] for row in gradcheck_table(reports[0])] == ["weights"]
+
+
+# ------------------------------------------ 4. a run being born is starting
+
+
+def watch_creation(monkeypatch, runs: Path) -> list[tuple[str, str | None]]:
+    """``(status, error)`` of ``runs/new`` at each moment of its creation by a writer
+    where it is listed: after it took the lock, before and after it wrote the manifest,
+    after it created the zarr group (no arrays yet). Before its manifest it is no run."""
+    import zarr
+
+    from labkit.runs import writer
+
+    seen: list[tuple[str, str | None]] = []
+
+    def look(moment: str) -> None:
+        seen.extend((s.status, s.error) for s in list_runs(runs) if s.path.name == "new")
+
+    real_lock, real_write, real_group = writer.acquire_lock, writer.atomic_write, zarr.open_group
+
+    def lock(path):
+        fd = real_lock(path)
+        look("locked")
+        return fd
+
+    def write(path, text):
+        if path.name == "manifest.json" and len(seen) < 3:
+            look("before the manifest")
+            real_write(path, text)
+            look("after the manifest")
+        else:
+            real_write(path, text)
+
+    def group(*args, **kwargs):
+        opened = real_group(*args, **kwargs)
+        if kwargs.get("mode") == "w-":
+            look("group made")
+        return opened
+
+    monkeypatch.setattr(writer, "acquire_lock", lock)
+    monkeypatch.setattr(writer, "atomic_write", write)
+    monkeypatch.setattr(zarr, "open_group", group)
+    return seen
+
+
+def test_a_run_being_created_is_starting_never_corrupt(runs, monkeypatch, capsys):
+    from labkit.runs import RunWriter
+
+    seen = watch_creation(monkeypatch, runs)
+    arrays = {"x": ((3,), "float32")}
+    with RunWriter.create(runs / "new", capacity=2, record_arrays=arrays) as run:
+        assert seen == [("starting", None)] * 2  # after the manifest, after the group
+        assert listed(runs)["new"].status == "running"
+        run.write_record(1, 0, {"x": np.ones(3)})
+    seen.clear()
+    with RunWriter.create(runs / "new", capacity=2, record_arrays=arrays, overwrite=True):
+        # The old run stays readable until the new manifest replaces it; then it is new.
+        assert [status for status, _ in seen] == ["completed"] + ["starting"] * 3
+        assert listed(runs)["new"].status == "running"
+
+
+def test_a_folder_whose_writer_holds_the_lock_and_nothing_else_is_no_run(runs, capsys):
+    from labkit.runs.files import acquire_lock
+
+    (runs / "new").mkdir()
+    fd = acquire_lock(runs / "new")  # a training that records nothing holds it too
+    try:
+        assert sorted(listed(runs)) == ["a-good", "b-bad"]
+    finally:
+        os.close(fd)
+
+
+def test_a_writer_that_died_while_creating_leaves_a_crashed_run(runs):
+    path = runs / "b-bad"
+    edit_manifest(path, lambda m: m.update(status="running", consolidated={}, records=0))
+    shutil.rmtree(path / "data.zarr")
+    (path / "records.jsonl").unlink()
+    summary = listed(runs)["b-bad"]
+    assert (summary.status, summary.steps, summary.error) == ("crashed", 0, None)
+    run = open_run(path)
+    assert run.status == "crashed" and len(run) == 0
+    with pytest.raises(CorruptRunError, match="zarr group"):
+        run.array(KERNELS)

@@ -102,11 +102,16 @@ skip one of the wrong structure, :func:`labkit.reports.report_problem`).
 OS releases it when the process dies, even on ``kill -9``) and writes its pid into
 it. A second writer on a locked run is refused.
 
-Creating a run writes the manifest (status ``"running"``) before anything else, so a
-writer that dies while creating leaves a crashed run, never an unrecognisable folder.
-Overwriting a finished run (only on request) keeps the folder and ``.lock``, first
-deletes ``records.jsonl`` (readers then see no records), writes the new manifest
-(new ``"id"``: readers following the old run notice), then replaces everything else.
+Creating a run takes the lock, then writes the manifest (status ``"running"``) before
+anything else and ``records.jsonl`` last, so a run without ``records.jsonl`` is still
+being created: readers report it as ``"starting"`` (no records, whatever else is there
+yet) while its writer holds the lock, and as ``"crashed"`` once no process holds it (a
+writer that dies while creating leaves a crashed run, never an unrecognisable folder).
+A folder without a manifest is no run, even while a process holds its lock. Overwriting
+a finished run (only on request) keeps the folder and ``.lock``, first deletes
+``records.jsonl`` (readers then see no records: the run is starting), writes the new
+manifest (new ``"id"``: readers following the old run notice), then replaces
+everything else.
 
 Limits
 ------

@@ -1,7 +1,8 @@
 """Listing a runs folder: one summary per run, a broken run listed with its error.
 
 One bad run never hides the others: whatever reading a run raises, it is listed as
-``corrupt`` with a one-line error.
+``corrupt`` with a one-line error, and a run its writer is still creating is
+``starting``, never corrupt.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from labkit.errors import LabkitError, one_line
-from labkit.runs.files import dir_size
+from labkit.runs.files import dir_size, writer_alive
 from labkit.runs.format import MANIFEST
-from labkit.runs.reader import Run, RunSummary, open_run
+from labkit.runs.reader import Run, RunSummary, being_created, open_run
 
 
 def _folders(directory: Path) -> Iterator[Path]:
@@ -45,6 +46,8 @@ def summarize(path: Path, check: Callable[[Run], object] | None = None) -> RunSu
             check(run)
         return run.summary()
     except Exception as exc:  # whatever one run raises, the listing goes on
+        if being_created(path) and writer_alive(path):  # being replaced as we read it
+            return RunSummary(path, "starting", 0, None, None, dir_size(path))
         if isinstance(exc, LabkitError):
             error = one_line(exc)
         else:
@@ -56,7 +59,9 @@ def list_runs(
     directory: str | os.PathLike, check: Callable[[Run], object] | None = None
 ) -> list[RunSummary]:
     """One summary per run in ``directory``, by name: a run that can't be read is listed
-    as ``corrupt`` with its error.
+    as ``corrupt`` with its error, one its writer is still creating as ``starting``. A
+    folder without a manifest is no run (yet), even while a writer holds its lock: a
+    training that records nothing holds it too.
 
     ``check(run)``, if given, may raise a LabkitError for what a reader by meaning needs
     beyond the store's format (e.g. :class:`labkit.recording.Recording`'s description).

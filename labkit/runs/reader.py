@@ -1,11 +1,11 @@
 """The run store's reader: open a run (live or finished) and read its records.
 
-A reader never writes: a run whose writer died is reported as ``crashed``, and what a
-live writer adds is picked up by :meth:`Run.refresh`. Whatever breaks the format (an
-unreadable file, a manifest of the wrong types or sizes, a committed record's missing
-chunk) is a one-line :class:`~labkit.errors.CorruptRunError` naming the run. What the
-arrays *mean* (layers, statistics, feature maps) is :mod:`labkit.recording`'s business,
-not this module's.
+A reader never writes: a run whose writer died is reported as ``crashed``, one still
+being created as ``starting``, and what a live writer adds is picked up by
+:meth:`Run.refresh`. Whatever breaks the format (an unreadable file, a manifest of the
+wrong types or sizes, a committed record's missing chunk) is a one-line
+:class:`~labkit.errors.CorruptRunError` naming the run. What the arrays *mean* (layers,
+statistics, feature maps) is :mod:`labkit.recording`'s business, not this module's.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ class Run:
         self._records_stuck = False
         self._metrics: list[dict] = []
         self._metrics_offset = 0
-        self._open_group()
+        if not being_created(path):  # else its group may not exist yet: opened when read
+            self._open_group()
 
     # -- state
 
@@ -129,8 +130,11 @@ class Run:
 
     @property
     def status(self) -> str:
-        """The manifest's status, or ``"crashed"`` for a "running" run no writer holds."""
+        """The manifest's status; ``"starting"`` while the writer is still creating the run
+        (no ``records.jsonl`` yet), ``"crashed"`` for a "running" run no writer holds."""
         status = self.manifest["status"]
+        if being_created(self.path) and writer_alive(self.path):
+            return "starting"
         if status == "running" and not writer_alive(self.path):
             return "crashed"
         return status
@@ -240,6 +244,10 @@ class Run:
             kind = "record" if table == "record_arrays" else "static"
             raise LabkitError(f"{self.path}: no {kind} array {name!r}")
         where = self.path / DATA / name
+        if self._group is None:
+            if being_created(self.path) and writer_alive(self.path):
+                raise LabkitError(f"{self.path}: the run is still being created (no records yet)")
+            self._open_group()
         try:
             array = self._group[name]
         except Exception as exc:
@@ -397,6 +405,18 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, status={self.status!r}, records={len(self)})"
+
+
+def being_created(path: Path) -> bool:
+    """Whether the run at ``path`` has no commit log yet: its writer is still creating it
+    (or died doing so), see :mod:`labkit.runs.format`."""
+    try:
+        os.lstat(path / RECORDS)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # there, but unreadable: reading it says so
+    return False
 
 
 def open_run(path: str | os.PathLike) -> Run:
