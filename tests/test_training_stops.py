@@ -199,6 +199,12 @@ def test_planning_a_billion_steps_walks_none_of_them(monkeypatch):
     assert schedule.count(10**12) == 10 + 18 + (10**12 // 100 - 1)
 
 
+def test_a_plan_beyond_what_a_run_holds_is_refused_before_training(tmp_path, capsys):
+    assert main([*TRAIN[:1], "--epochs", "10000000000", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than a run holds" in err and "--record-every" in err
+
+
 @pytest.mark.parametrize("every", [1, 3, 5, 7, 20, 100, 150])
 @pytest.mark.parametrize("dense_until", [0, 7, 10, 100, 103])
 def test_the_count_is_the_number_of_recorded_steps(every, dense_until):

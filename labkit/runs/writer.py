@@ -42,6 +42,7 @@ from labkit.runs.format import (
     GRADCHECKS,
     LOCK,
     MANIFEST,
+    MAX_CAPACITY,
     METRICS,
     RECORD_ZSTD_LEVEL,
     RECORDS,
@@ -126,6 +127,11 @@ class RunWriter:
         capacity = operator.index(capacity)
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
+        if capacity > MAX_CAPACITY:  # a reader would refuse the run: say so before training
+            raise LabkitError(
+                f"{path}: {capacity:,} records are more than a run holds ({MAX_CAPACITY:,}); "
+                "record less often (--record-every)"
+            )
         specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         for name, (shape, dtype) in record_arrays.items():
             check_name(name, "record")
