@@ -7,6 +7,7 @@ import numpy as np
 from dash import Dash, Input, Output, State, ctx, html, no_update
 
 from dashboards import figures
+from dashboards.failsafe import panel_callback
 from dashboards.store import CachedRun, RunStore
 from labkit.errors import LabkitError
 from labkit.recording import ACTIVATION, GRADIENT, KINDS
@@ -190,7 +191,8 @@ def check_at_step(cached: CachedRun, record: int, model: Model | None = None) ->
 
 
 def register(app: Dash, store: RunStore) -> None:
-    """Connect the page's controls to the functions above."""
+    """Connect the page's controls to the functions above; a panel's failure shows in the
+    panel (:func:`dashboards.failsafe.panel_callback`)."""
 
     @app.callback(
         Output("run", "options"),
@@ -201,7 +203,8 @@ def register(app: Dash, store: RunStore) -> None:
         options = run_options(store)
         return options, options
 
-    @app.callback(
+    @panel_callback(
+        app,
         Output("record", "max"),
         Output("record", "value"),
         Output("records", "data"),
@@ -269,7 +272,8 @@ def register(app: Dash, store: RunStore) -> None:
     def move(_, __, ___, record, steps, paused):
         return next_record(ctx.triggered_id, record or 0, steps or [], not paused)
 
-    @app.callback(
+    @panel_callback(
+        app,
         Output("step-label", "children"),
         Output("curves", "figure"),
         Output("hist-activation", "figure"),
@@ -283,6 +287,7 @@ def register(app: Dash, store: RunStore) -> None:
         Input("record", "value"),
         Input("layer", "value"),
         Input("compare", "value"),
+        blank={"warnings.children": []},
     )
     def show_step(name, record, layer, compare):
         if name is None or layer is None:
@@ -291,7 +296,8 @@ def register(app: Dash, store: RunStore) -> None:
         outputs = step_panels(store.get(name), record or 0, layer, other)
         return (*outputs[:8], [html_line(text) for text in outputs[8]])
 
-    @app.callback(
+    @panel_callback(
+        app,
         Output("kernels", "figure"),
         Input("run", "value"),
         Input("record", "value"),
@@ -303,7 +309,8 @@ def register(app: Dash, store: RunStore) -> None:
             return no_update
         return kernel_panel(store.get(name), record or 0, layer, mode)
 
-    @app.callback(
+    @panel_callback(
+        app,
         Output("probe-image", "figure"),
         Output("probs", "figure"),
         Output("features", "figure"),
@@ -317,12 +324,14 @@ def register(app: Dash, store: RunStore) -> None:
             return (no_update,) * 3
         return feature_panel(store.get(name), record or 0, probe or 0, layer)
 
-    @app.callback(
+    @panel_callback(
+        app,
         Output("gradchecks", "data"),
         Output("check-status", "children"),
         Input("run", "value"),
         Input("run-check", "n_clicks"),
         State("record", "value"),
+        blank={"gradchecks.data": []},
     )
     def show_gradchecks(name, _, record):
         if name is None:
