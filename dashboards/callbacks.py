@@ -8,6 +8,7 @@ from dash import Dash, Input, Output, State, ctx, html, no_update
 
 from dashboards import figures
 from dashboards.failsafe import panel_callback
+from dashboards.runids import leads_out, resolve_run
 from dashboards.store import CachedRun, RunStore
 from labkit.errors import LabkitError
 from labkit.recording import ACTIVATION, GRADIENT, KINDS
@@ -15,11 +16,15 @@ from labkit.usercode import Model
 
 
 def run_options(store: RunStore) -> list[dict]:
-    """Dropdown options: every run with its status; a corrupt run is shown, disabled."""
+    """Dropdown options: every run with its status; a corrupt run, or a link to a run
+    outside the folder, is shown, disabled."""
     options = []
     for summary in store.summaries():
         name = summary.path.name
-        if summary.error is not None:
+        if leads_out(store.runs_dir, name):
+            label = f"{name} — links outside the runs folder"
+            options.append({"label": label, "value": name, "disabled": True})
+        elif summary.error is not None:
             options.append(
                 {"label": f"{name} — corrupt: {summary.error}", "value": name, "disabled": True}
             )
@@ -191,8 +196,11 @@ def check_at_step(cached: CachedRun, record: int, model: Model | None = None) ->
 
 
 def register(app: Dash, store: RunStore) -> None:
-    """Connect the page's controls to the functions above; a panel's failure shows in the
-    panel (:func:`dashboards.failsafe.panel_callback`)."""
+    """Connect the page's controls to the functions above. Every callback that takes a run
+    id resolves it with :func:`resolve_run` first; a panel's failure shows in the panel."""
+
+    def run(name: object) -> CachedRun:
+        return store.get(resolve_run(store.runs_dir, name))
 
     @app.callback(
         Output("run", "options"),
@@ -228,6 +236,7 @@ def register(app: Dash, store: RunStore) -> None:
     def choose_run(name, _, record, shown_steps, layer, kernel_layer, feature_layer, probe):
         if name is None:
             return (no_update,) * 11
+        name = resolve_run(store.runs_dir, name)
         live = ctx.triggered_id == "live"
         if live and len(store.get(name).run.steps) == len(shown_steps or []):
             return (no_update,) * 11  # nothing new: leave every panel alone
@@ -292,8 +301,9 @@ def register(app: Dash, store: RunStore) -> None:
     def show_step(name, record, layer, compare):
         if name is None or layer is None:
             return (no_update,) * 9
-        other = store.get(compare) if compare else None
-        outputs = step_panels(store.get(name), record or 0, layer, other)
+        cached = run(name)
+        other = run(compare) if compare is not None else None
+        outputs = step_panels(cached, record or 0, layer, other)
         return (*outputs[:8], [html_line(text) for text in outputs[8]])
 
     @panel_callback(
@@ -307,7 +317,7 @@ def register(app: Dash, store: RunStore) -> None:
     def show_kernels(name, record, layer, mode):
         if name is None:
             return no_update
-        return kernel_panel(store.get(name), record or 0, layer, mode)
+        return kernel_panel(run(name), record or 0, layer, mode)
 
     @panel_callback(
         app,
@@ -322,7 +332,7 @@ def register(app: Dash, store: RunStore) -> None:
     def show_features(name, record, probe, layer):
         if name is None:
             return (no_update,) * 3
-        return feature_panel(store.get(name), record or 0, probe or 0, layer)
+        return feature_panel(run(name), record or 0, probe or 0, layer)
 
     @panel_callback(
         app,
@@ -336,7 +346,7 @@ def register(app: Dash, store: RunStore) -> None:
     def show_gradchecks(name, _, record):
         if name is None:
             return no_update, no_update
-        cached = store.get(name)
+        cached = run(name)
         status = ""
         if ctx.triggered_id == "run-check" and cached.records:
             try:

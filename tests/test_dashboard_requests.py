@@ -9,9 +9,13 @@ import shutil
 import pytest
 from dash_requests import answer, post
 
+from dashboards import callbacks
 from dashboards.app import create_app
+from dashboards.store import RunStore
 from labkit.cli import main
 from labkit.recording import Recording
+
+CLICK = "check-status.children"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +41,30 @@ def nest(tmp_path, trained):
     return tmp_path, runs
 
 
+@pytest.fixture
+def opened(monkeypatch):
+    """Every run folder the dashboard opens."""
+    import dashboards.store
+
+    paths, real = [], dashboards.store.open_recording
+
+    def spy(path, *args, **kwargs):
+        paths.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(dashboards.store, "open_recording", spy)
+    return paths
+
+
+def stored(folder) -> list:
+    """Every gradient-check report under ``folder`` (links not followed)."""
+    return sorted(folder.rglob("gradcheck-*.json"))
+
+
+def click(name, record=0, n=1) -> dict:
+    return {"run.value": name, "run-check.n_clicks": n, "record.value": record}
+
+
 PANELS = {  # one output of each callback that takes a run id, with the page's other values
     "record.max": {"live.n_intervals": 0},
     "step-label.children": {"record.value": 0, "layer.value": 0},
@@ -44,6 +72,41 @@ PANELS = {  # one output of each callback that takes a run id, with the page's o
     "features.figure": {"record.value": 0, "probe.value": 0, "feature-layer.value": 0},
     "gradchecks.data": {"gradchecks.page_current": 0, "gradchecks.page_size": 12},
 }
+
+
+@pytest.mark.parametrize(
+    "bad", ["..", "../elsewhere", "../../elsewhere", "ABSOLUTE", "escape", "lenet/..", "", 5]
+)
+def test_a_crafted_run_id_gets_a_message_and_no_file_access(nest, opened, bad):
+    tmp, runs = nest
+    name = str(tmp / "elsewhere") if bad == "ABSOLUTE" else bad
+    app = create_app(runs)
+    client = app.server.test_client()
+    response = post(client, app, CLICK, click(name), ["run-check.n_clicks"])
+    assert response.status_code == 200
+    assert repr(name) in answer(response, CLICK)
+    for output, values in PANELS.items():
+        response = post(client, app, output, {"run.value": name, **values}, ["run.value"])
+        assert response.status_code in (200, 204), output
+    compare = {"run.value": "lenet", "compare.value": name, **PANELS["step-label.children"]}
+    response = post(client, app, "step-label.children", compare, ["compare.value"])
+    assert repr(name) in answer(response, "step-label.children")
+    assert stored(tmp) == []  # no report written anywhere
+    assert all(path.resolve().parent == runs.resolve() for path in opened)
+    assert not any(str(path).endswith(("escape", "elsewhere", "..")) for path in opened)
+
+
+def test_a_listed_run_and_a_link_inside_the_folder_are_checked(nest):
+    tmp, runs = nest
+    options = {option["value"]: option for option in callbacks.run_options(RunStore(runs))}
+    assert options["escape"]["disabled"] and "links outside" in options["escape"]["label"]
+    assert not options["alias"].get("disabled") and not options["lenet"].get("disabled")
+    app = create_app(runs)
+    client = app.server.test_client()
+    for name in ("lenet", "alias"):
+        response = post(client, app, CLICK, click(name, 2), ["run-check.n_clicks"])
+        assert answer(response, CLICK).endswith("all passed"), name
+    assert [path.parent for path in stored(tmp)] == [runs / "lenet" / "gradchecks"] * 2
 
 
 def test_a_failing_panel_says_so_and_the_log_has_the_traceback(nest, monkeypatch, caplog):
