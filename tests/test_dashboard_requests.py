@@ -3,11 +3,12 @@ callback requests through the Flask test client (bodies built in tests/dash_requ
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 
 import pytest
-from dash_requests import answer, post
+from dash_requests import URL, answer, post
 
 from dashboards import callbacks
 from dashboards.app import create_app
@@ -107,6 +108,75 @@ def test_a_listed_run_and_a_link_inside_the_folder_are_checked(nest):
         response = post(client, app, CLICK, click(name, 2), ["run-check.n_clicks"])
         assert answer(response, CLICK).endswith("all passed"), name
     assert [path.parent for path in stored(tmp)] == [runs / "lenet" / "gradchecks"] * 2
+
+
+def test_a_foreign_host_is_refused_before_anything_runs(nest):
+    tmp, runs = nest
+    app = create_app(runs)
+    client = app.server.test_client()
+    assert client.get("/").status_code == 200  # the test client's Host: localhost
+    for host in ("localhost:8050", "127.0.0.1:8050", "[::1]:8050", "LOCALHOST:8050"):
+        assert client.get("/", headers={"Host": host}).status_code == 200, host
+    for host in (
+        "rebind.example",
+        "rebind.example:8050",
+        "127.0.0.1.rebind.example:8050",
+        "localhost.rebind.example",
+        "localhost:8050@rebind.example",
+    ):
+        assert client.get("/", headers={"Host": host}).status_code == 403, host
+    evil = {"Host": "rebind.example:8050"}
+    response = post(client, app, CLICK, click("lenet", 2), ["run-check.n_clicks"], headers=evil)
+    assert response.status_code == 403 and b"--allow-host" in response.data
+    assert stored(tmp) == []  # the check never ran
+
+
+def test_the_served_host_and_port_and_allowed_names(nest):
+    _, runs = nest
+    app = create_app(runs, hosts=["lab.example"], port=8050)
+    client = app.server.test_client()
+    for host, status in [
+        ("lab.example:8050", 200),
+        ("localhost:8050", 200),
+        ("lab.example:8051", 403),
+        ("localhost:8051", 403),
+        ("other.example:8050", 403),
+    ]:
+        assert client.get("/", headers={"Host": host}).status_code == status, host
+    anyone = create_app(runs, hosts=["*"], port=8050).server.test_client()
+    assert anyone.get("/", headers={"Host": "other.example:1"}).status_code == 200
+    on_80 = create_app(runs, port=80).server.test_client()
+    assert on_80.get("/", headers={"Host": "localhost"}).status_code == 200  # no port: 80
+
+
+class Body(io.RawIOBase):
+    """A request body of zeros that counts what the server reads (refusing past 16 MB)."""
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.read_bytes > 16 * 2**20:
+            raise AssertionError("the server read past 16 MB of the body")
+        buffer[:] = bytes(len(buffer))
+        self.read_bytes += len(buffer)
+        return len(buffer)
+
+
+def test_an_oversized_body_is_refused_unread(nest):
+    _, runs = nest
+    client = create_app(runs).server.test_client()
+    declared = Body()  # the test client would seek an input_stream: hand the server ours
+    environ = {"wsgi.input": declared, "CONTENT_LENGTH": str(200 * 2**20)}
+    response = client.post(URL, content_type="application/json", environ_overrides=environ)
+    assert response.status_code == 413 and declared.read_bytes == 0
+    chunked = Body()  # no Content-Length (chunked, as the server marks it): read to the limit
+    environ = {"wsgi.input": chunked, "CONTENT_LENGTH": "", "wsgi.input_terminated": True}
+    response = client.post(URL, content_type="application/json", environ_overrides=environ)
+    assert response.status_code == 413 and chunked.read_bytes <= 5 * 2**20
 
 
 def test_a_failing_panel_says_so_and_the_log_has_the_traceback(nest, monkeypatch, caplog):
