@@ -3,16 +3,18 @@ wired to the page by :func:`register`."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from dash import Dash, Input, Output, State, ctx, html, no_update
 
 from dashboards import figures
 from dashboards.failsafe import panel_callback
+from dashboards.gradchecks import check_at_step, gradcheck_page, gradcheck_rows
 from dashboards.runids import leads_out, resolve_run
 from dashboards.store import CachedRun, RunStore
 from labkit.errors import LabkitError
 from labkit.recording import ACTIVATION, GRADIENT, KINDS
-from labkit.usercode import Model
 
 
 def run_options(store: RunStore) -> list[dict]:
@@ -172,29 +174,6 @@ def feature_panel(cached: CachedRun, record: int, probe: int, layer: int | None)
     )
 
 
-def gradcheck_rows(cached: CachedRun) -> list[dict]:
-    """Every stored gradient-check report of the run, newest first, as table rows."""
-    rows = []
-    for report in reversed(cached.run.gradchecks):
-        rows.extend(figures.gradcheck_table(report))
-    return rows
-
-
-def check_at_step(cached: CachedRun, record: int, model: Model | None = None) -> str:
-    """Run a fast gradient check on the weights of the record's step and store it
-    (``model``: the user's code, for a run of their own layers)."""
-    from labkit.checks import check_all
-    from labkit.runs import write_gradcheck
-
-    run = cached.run
-    step = int(run.steps[record])
-    network = run.network_at(step, model)
-    suite = check_all(network, fast=True, subject=f"run {run.path.name} at step {step}")
-    suite.step = step
-    write_gradcheck(run.path, suite.to_dict())
-    return f"step {step:,}: {'all passed' if suite.passed else 'FAILED'}"
-
-
 def register(app: Dash, store: RunStore) -> None:
     """Connect the page's controls to the functions above. Every callback that takes a run
     id resolves it with :func:`resolve_run` first; a panel's failure shows in the panel."""
@@ -334,26 +313,47 @@ def register(app: Dash, store: RunStore) -> None:
             return (no_update,) * 3
         return feature_panel(run(name), record or 0, probe or 0, layer)
 
+    stored = itertools.count(1)  # a new value for "checks-stored" after each check
+
     @panel_callback(
         app,
-        Output("gradchecks", "data"),
         Output("check-status", "children"),
+        Output("checks-stored", "data"),
         Input("run", "value"),
         Input("run-check", "n_clicks"),
         State("record", "value"),
-        blank={"gradchecks.data": []},
+        running=[(Output("run-check", "disabled"), True, False)],
     )
-    def show_gradchecks(name, _, record):
+    def check_gradients(name, _, record):
         if name is None:
             return no_update, no_update
         cached = run(name)
-        status = ""
-        if ctx.triggered_id == "run-check" and cached.records:
-            try:
-                status = check_at_step(cached, int(record or 0), store.model_for(cached.run))
-            except LabkitError as exc:
-                status = str(exc)
-        return gradcheck_rows(cached), status
+        if ctx.triggered_id != "run-check":
+            return "", no_update  # a newly chosen run: no status yet
+        try:
+            status = check_at_step(cached, int(record or 0), store.model_for(cached.run))
+        except LabkitError as exc:  # a check already running, a layer the code lacks
+            return str(exc), no_update
+        return status, next(stored)
+
+    @panel_callback(
+        app,
+        Output("gradchecks", "data"),
+        Output("gradchecks", "page_count"),
+        Output("gradchecks", "page_current"),
+        Input("run", "value"),
+        Input("gradchecks", "page_current"),
+        Input("gradchecks", "page_size"),
+        Input("gradchecks", "sort_by"),
+        Input("checks-stored", "data"),
+        blank={"gradchecks.data": []},
+    )
+    def show_gradchecks(name, page, size, sort_by, _):
+        if name is None:
+            return no_update, no_update, no_update
+        if ctx.triggered_id in ("run", "checks-stored"):
+            page = 0  # another run, or a new report (newest first): the first page
+        return gradcheck_page(gradcheck_rows(run(name)), page, size, sort_by)
 
 
 def html_line(text: str) -> html.Div:

@@ -1,0 +1,172 @@
+"""The check button and the gradient-check table, through the Flask test client."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+
+import pytest
+from dash_requests import answer, post
+
+from dashboards import callbacks
+from dashboards.app import create_app
+from dashboards.store import RunStore
+from labkit.cli import main
+from labkit.runs import write_gradcheck
+
+CLICK = "check-status.children"
+TABLE = "gradchecks.data"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    args = ["train", "--epochs", "1", "--record-every", "20", "--no-progress"]
+    assert main([*args, "--out", str(root / "lenet")]) == 0
+    return root / "lenet"
+
+
+@pytest.fixture
+def runs(tmp_path, trained):
+    shutil.copytree(trained, tmp_path / "lenet")
+    return tmp_path
+
+
+def click(record: int, n: int = 1) -> dict:
+    return {"run.value": "lenet", "run-check.n_clicks": n, "record.value": record}
+
+
+def reports(runs) -> list:
+    return sorted((runs / "lenet" / "gradchecks").glob("gradcheck-*.json"))
+
+
+def test_a_second_click_while_a_check_runs_is_refused(runs, monkeypatch):
+    import labkit.checks
+
+    real, started, release = labkit.checks.check_all, threading.Event(), threading.Event()
+
+    def first_one_waits(*args, **kwargs):
+        if not started.is_set():
+            started.set()
+            assert release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(labkit.checks, "check_all", first_one_waits)
+    app = create_app(runs)
+    first = {}
+
+    def click_first():
+        response = post(app.server.test_client(), app, CLICK, click(2), ["run-check.n_clicks"])
+        first["status"] = answer(response, CLICK)
+
+    thread = threading.Thread(target=click_first)
+    thread.start()
+    try:
+        assert started.wait(60)
+        second = post(app.server.test_client(), app, CLICK, click(2, 2), ["run-check.n_clicks"])
+    finally:
+        release.set()
+        thread.join(60)
+    assert answer(second, CLICK) == "a check is already running for this run"
+    assert first["status"].endswith("all passed")
+    assert len(reports(runs)) == 1
+    other = post(app.server.test_client(), app, CLICK, click(3, 3), ["run-check.n_clicks"])
+    assert answer(other, CLICK).endswith("all passed")  # the first one's lock is gone
+    assert len(reports(runs)) == 2
+
+
+def test_the_button_is_disabled_while_its_check_runs(runs):
+    app = create_app(runs)
+    (spec,) = [s for s in app._callback_list if "check-status.children" in s["output"]]
+    assert spec["running"] == {
+        "running": {"run-check.disabled": True},
+        "runningOff": {"run-check.disabled": False},
+    }
+
+
+def test_the_same_check_at_the_same_step_is_stored_once(runs):
+    app = create_app(runs)
+    client = app.server.test_client()
+    step = int(RunStore(runs).get("lenet").run.steps[2])
+    first = answer(post(client, app, CLICK, click(2), ["run-check.n_clicks"]), CLICK)
+    again = answer(post(client, app, CLICK, click(2, 2), ["run-check.n_clicks"]), CLICK)
+    assert first == f"step {step:,}: all passed"
+    assert again == f"step {step:,}: all passed (the same as the stored report)"
+    assert len(reports(runs)) == 1
+    post(client, app, CLICK, click(3, 3), ["run-check.n_clicks"])
+    assert len(reports(runs)) == 2  # another step is another report
+
+
+@pytest.fixture
+def many_reports(runs):
+    """30 stored reports at steps 0..29, with growing errors; returns the table's rows."""
+    cached = RunStore(runs).get("lenet")
+    callbacks.check_at_step(cached, 0)
+    cached.refresh()
+    (document,) = cached.run.gradchecks
+    for path in reports(runs):
+        path.unlink()
+    for step in range(30):
+        for report in document["reports"]:
+            for check in report["checks"]:
+                check["max_abs_error"] = step * 1e-9
+        write_gradcheck(runs / "lenet", {**document, "step": step})
+    return len(callbacks.gradcheck_rows(RunStore(runs).get("lenet")))
+
+
+def page(app, client, current, size=12, sort_by=None, changed=("run.value",)):
+    values = {
+        "run.value": "lenet",
+        "record.value": 0,
+        "gradchecks.page_current": current,
+        "gradchecks.page_size": size,
+        "gradchecks.sort_by": sort_by or [],
+    }
+    response = post(client, app, TABLE, values, changed)
+    assert response.status_code == 200
+    return response
+
+
+def test_a_page_load_sends_one_page_of_gradcheck_rows(runs, many_reports):
+    rows = many_reports
+    app = create_app(runs)
+    client = app.server.test_client()
+    layout = client.get("/_dash-layout").get_json()
+    assert not find(layout, "gradchecks")["props"].get("data")  # no rows in the page itself
+    loaded = page(app, client, 0, changed=())  # the page's first request: nothing changed
+    assert len(answer(loaded, TABLE)) == 12
+    assert answer(loaded, "gradchecks.page_count") == math.ceil(rows / 12)
+    newest = answer(loaded, TABLE)[0]
+    second = answer(page(app, client, 1, changed=("gradchecks.page_current",)), TABLE)
+    assert len(second) == 12 and second[0] != newest
+    last = answer(page(app, client, rows // 12, changed=("gradchecks.page_current",)), TABLE)
+    assert len(last) == rows % 12
+
+
+def test_the_gradcheck_table_sorts_every_row_on_the_server(runs, many_reports):
+    app = create_app(runs)
+    client = app.server.test_client()
+    by_error = [{"column_id": "max_abs_error", "direction": "asc"}]
+    first = answer(page(app, client, 0, sort_by=by_error, changed=("gradchecks.sort_by",)), TABLE)
+    assert {row["max_abs_error"] for row in first} == {"0"}  # step 0's, from 30 reports
+    by_error[0]["direction"] = "desc"
+    top = answer(page(app, client, 0, sort_by=by_error, changed=("gradchecks.sort_by",)), TABLE)
+    assert float(top[0]["max_abs_error"]) == pytest.approx(29e-9)
+
+
+def find(tree, component_id):
+    """The component with ``component_id`` in a layout's JSON."""
+    if isinstance(tree, dict):
+        if tree.get("props", {}).get("id") == component_id:
+            return tree
+        children = list(tree.values())
+    elif isinstance(tree, list):
+        children = tree
+    else:
+        return None
+    for child in children:
+        found = find(child, component_id)
+        if found is not None:
+            return found
+    return None
