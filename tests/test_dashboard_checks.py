@@ -1,4 +1,5 @@
-"""The check button and the gradient-check table, through the Flask test client."""
+"""The check button and the gradient-check table, through the Flask test client; and what
+``labkit dashboard`` says about where it listens."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import math
 import shutil
 import threading
 
+import dash
 import pytest
 from dash_requests import answer, post
 
 from dashboards import callbacks
-from dashboards.app import create_app
+from dashboards.app import create_app, free_port
 from dashboards.store import RunStore
 from labkit.cli import main
 from labkit.runs import write_gradcheck
@@ -170,3 +172,44 @@ def find(tree, component_id):
         if found is not None:
             return found
     return None
+
+
+def test_a_port_out_of_range_is_one_line(capsys):
+    for port in ("70000", "0", "-1", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["dashboard", "--port", port])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "--port" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """The app ``labkit dashboard`` would serve, and where (without serving it)."""
+    seen = {}
+
+    def run(self, host, port, **kwargs):
+        seen.update(app=self, host=host, port=port)
+
+    monkeypatch.setattr(dash.Dash, "run", run)
+    return seen
+
+
+def test_listening_beyond_this_machine_warns_and_names_are_allowed(tmp_path, capsys, served):
+    port = free_port("0.0.0.0", 18650)
+    args = ["dashboard", str(tmp_path), "--host", "0.0.0.0", "--port", str(port)]
+    assert main([*args, "--allow-host", "lab.example"]) == 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "no authentication" in err and "start checks" in err
+    client = served["app"].server.test_client()
+    assert client.get("/", headers={"Host": f"lab.example:{port}"}).status_code == 200
+    assert client.get("/", headers={"Host": f"localhost:{port}"}).status_code == 200
+    assert client.get("/", headers={"Host": f"other.example:{port}"}).status_code == 403
+
+
+def test_on_localhost_nothing_is_said(tmp_path, capsys, served):
+    port = free_port("127.0.0.1", 18650)
+    assert main(["dashboard", str(tmp_path), "--port", str(port)]) == 0
+    assert capsys.readouterr().err == ""
+    assert served["host"] == "127.0.0.1"
