@@ -23,9 +23,8 @@ def run_options(store: RunStore) -> list[dict]:
     options = []
     for summary in store.summaries():
         name = summary.path.name
-        if leads_out(store.runs_dir, name):
-            label = f"{name} — links outside the runs folder"
-            options.append({"label": label, "value": name, "disabled": True})
+        if reason := leads_out(store.runs_dir, name):
+            options.append({"label": f"{name} — {reason}", "value": name, "disabled": True})
         elif summary.error is not None:
             options.append(
                 {"label": f"{name} — corrupt: {summary.error}", "value": name, "disabled": True}

@@ -24,15 +24,17 @@ def resolve_run(runs_dir: str | os.PathLike, name: object) -> str:
 
     A name is one folder entry: not empty, no ``/`` or ``\\``, not ``.`` or ``..``, not
     absolute; it must be a run folder directly in ``runs_dir`` (what the run list shows),
-    and its real path, links followed, must stay inside ``runs_dir``.
+    and its real path, links followed, must stay inside ``runs_dir`` (and the folder a
+    check writes its report into, inside the run).
     """
     if not isinstance(name, str) or not name or name in (".", "..") or not is_one_part(name):
         raise BadRunId(f"{name!r} is not a run name")
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir() or name not in {path.name for path in iter_run_dirs(runs_dir)}:
         raise BadRunId(f"{name!r} is not a run in this folder")
-    if leads_out(runs_dir, name):
-        raise BadRunId(f"{name!r} links outside the runs folder")
+    reason = leads_out(runs_dir, name)
+    if reason:
+        raise BadRunId(f"{name!r} {reason}")
     return name
 
 
@@ -41,13 +43,16 @@ def is_one_part(name: str) -> bool:
     return not ({"/", "\\", "\0"} & set(name)) and not os.path.isabs(name)
 
 
-def leads_out(runs_dir: str | os.PathLike, name: str) -> bool:
-    """Whether ``runs_dir/name``, or the report folder a check writes into, resolves (links
-    followed) to a place outside the real ``runs_dir``."""
+def leads_out(runs_dir: str | os.PathLike, name: str) -> str | None:
+    """Why ``runs_dir/name``, or the report folder a check writes into, resolves (links
+    followed) to a place outside the real ``runs_dir``; None if neither does."""
     root = os.path.realpath(runs_dir)
     run = os.path.realpath(os.path.join(runs_dir, name))
-    reports = os.path.realpath(os.path.join(run, GRADCHECKS))
-    return not (inside(run, root) and run != root and inside(reports, run))
+    if run == root or not inside(run, root):
+        return "links outside the runs folder"
+    if not inside(os.path.realpath(os.path.join(run, GRADCHECKS)), run):
+        return f"has a {GRADCHECKS} folder that links outside the run"
+    return None
 
 
 def inside(path: str, root: str) -> bool:

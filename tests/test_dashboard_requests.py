@@ -110,6 +110,17 @@ def test_a_listed_run_and_a_link_inside_the_folder_are_checked(nest):
     assert [path.parent for path in stored(tmp)] == [runs / "lenet" / "gradchecks"] * 2
 
 
+def test_a_run_whose_report_folder_links_out_is_not_checked(nest):
+    tmp, runs = nest
+    shutil.rmtree(runs / "lenet" / "gradchecks")
+    (tmp / "reports-elsewhere").mkdir()
+    (runs / "lenet" / "gradchecks").symlink_to(tmp / "reports-elsewhere")
+    app = create_app(runs)
+    response = post(app.server.test_client(), app, CLICK, click("lenet", 2), ["run-check.n_clicks"])
+    assert answer(response, CLICK) == "'lenet' has a gradchecks folder that links outside the run"
+    assert list((tmp / "reports-elsewhere").iterdir()) == []
+
+
 def test_a_foreign_host_is_refused_before_anything_runs(nest):
     tmp, runs = nest
     app = create_app(runs)
