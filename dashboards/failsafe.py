@@ -11,6 +11,7 @@ from dash import Output, no_update
 from dash.exceptions import PreventUpdate
 
 from dashboards.figures import empty_figure
+from dashboards.runids import BadRunId
 from labkit.errors import LabkitError
 
 log = logging.getLogger(__name__)
@@ -18,12 +19,13 @@ MAX_MESSAGE = 160
 
 
 def failure_text(exc: BaseException) -> str:
-    """``"this panel failed: OSError: <first line>"``; a LabkitError (a user's problem, such
-    as a corrupt run or a refused run id) is its own one-line message."""
-    if isinstance(exc, LabkitError):
-        return str(exc)
+    """``"this panel failed: OSError: <first line>"``; a LabkitError (such as an unreadable
+    run) is already one line for the user, so it comes without its class."""
     first = next(iter(str(exc).strip().splitlines()), "")
-    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if isinstance(exc, LabkitError):
+        text = first
+    else:
+        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     if len(text) > MAX_MESSAGE:
         text = text[: MAX_MESSAGE - 1] + "…"
     return f"this panel failed: {text}"
@@ -48,7 +50,8 @@ def fallback(outputs: Sequence[Output], message: str, blank: dict | None = None)
 
 def failsafe(outputs: Sequence[Output], blank: dict | None = None) -> Callable:
     """Decorate a callback writing ``outputs`` so that an exception becomes
-    :func:`fallback` (logged with its traceback unless it is a LabkitError)."""
+    :func:`fallback` of :func:`failure_text`, logged with its traceback; a refused run id
+    (:class:`~dashboards.runids.BadRunId`) is no failure: its message, no traceback."""
 
     def wrap(function: Callable) -> Callable:
         @functools.wraps(function)
@@ -57,9 +60,9 @@ def failsafe(outputs: Sequence[Output], blank: dict | None = None) -> Callable:
                 return function(*args)
             except PreventUpdate:
                 raise
-            except LabkitError as exc:
+            except BadRunId as exc:
                 log.info("%s: %s", function.__name__, exc)
-                values = fallback(outputs, failure_text(exc), blank)
+                values = fallback(outputs, str(exc), blank)
             except Exception as exc:
                 log.exception("the %s panel failed", function.__name__)
                 values = fallback(outputs, failure_text(exc), blank)

@@ -225,3 +225,14 @@ def test_every_output_of_a_failing_panel_says_so(nest, monkeypatch):
     assert answer(response, "step-label.children") == message
     figure = answer(response, "gradient-flow.figure")
     assert figure["layout"]["annotations"][0]["text"] == message
+
+
+def test_a_failure_is_one_line_and_a_labkit_error_keeps_its_own():
+    from dashboards.failsafe import failure_text
+    from labkit.errors import LabkitError
+
+    assert failure_text(KeyError("probe")) == "this panel failed: KeyError: 'probe'"
+    assert failure_text(RuntimeError()) == "this panel failed: RuntimeError"
+    unreadable = LabkitError("runs/r1/data.zarr/features/00-Conv: cannot read (bad chunk)")
+    assert failure_text(unreadable) == f"this panel failed: {unreadable}"
+    assert len(failure_text(ValueError("x" * 1000))) < 200
