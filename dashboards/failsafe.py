@@ -4,7 +4,9 @@ traceback in the server's log (else Dash answers 500 and the panel silently stay
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import textwrap
 from collections.abc import Callable, Sequence
 
 from dash import Output, no_update
@@ -16,6 +18,7 @@ from labkit.errors import LabkitError
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 160
+LINE = 24  # characters per line of a message in a figure: the probe image is ~200 px wide
 
 
 def failure_text(exc: BaseException) -> str:
@@ -40,12 +43,18 @@ def fallback(outputs: Sequence[Output], message: str, blank: dict | None = None)
         if blank and key in blank:
             values.append(blank[key])
         elif output.component_property == "figure":
-            values.append(empty_figure(message))
+            values.append(empty_figure(figure_text(message)))
         elif output.component_property == "children":
             values.append(message)
         else:
             values.append(no_update)
     return values
+
+
+def figure_text(message: str) -> str:
+    """``message`` for a figure's annotation: escaped (Plotly reads its text as HTML) and
+    broken into lines that fit a narrow panel."""
+    return "<br>".join(html.escape(line) for line in textwrap.wrap(message, LINE) or [""])
 
 
 def failsafe(outputs: Sequence[Output], blank: dict | None = None) -> Callable:
