@@ -213,3 +213,22 @@ def test_on_localhost_nothing_is_said(tmp_path, capsys, served):
     assert main(["dashboard", str(tmp_path), "--port", str(port)]) == 0
     assert capsys.readouterr().err == ""
     assert served["host"] == "127.0.0.1"
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_dashboard_is_free():
+    """A restarted dashboard may bind where the last one's connections linger (the server
+    sets SO_REUSEADDR); only a port someone listens on is in use."""
+    import socket
+
+    from labkit.commands.dashboard import check_port
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Werkzeug's does
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server's side closes first: its address stays in TIME_WAIT
+        client.close()
+    check_port("127.0.0.1", port)

@@ -45,8 +45,13 @@ def add_parser(commands) -> None:
 
 
 def check_port(host: str, port: int) -> None:
-    """Fail with one clear line when the port is taken, before Dash prints its own traceback."""
+    """Fail with one clear line when the port is taken, before Dash prints its own traceback.
+
+    The probe binds as the server will (SO_REUSEADDR), so the connections a dashboard
+    stopped a moment ago leaves in TIME_WAIT do not count; someone listening does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
