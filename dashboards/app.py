@@ -9,6 +9,7 @@ from pathlib import Path
 from dash import Dash, html
 
 from dashboards import callbacks, layout
+from dashboards.guard import protect
 from dashboards.store import RunStore
 from labkit.usercode import Model, with_layers
 
@@ -16,17 +17,27 @@ DEFAULT_PORT = 8050
 
 
 def create_app(
-    runs_dir: str | Path, models: Sequence[Model] = (), layers: Iterable[type] = ()
+    runs_dir: str | Path,
+    models: Sequence[Model] = (),
+    layers: Iterable[type] = (),
+    *,
+    hosts: Iterable[str] = (),
+    port: int | None = None,
 ) -> Dash:
     """A dashboard over every run in ``runs_dir``; an empty folder gets a how-to page.
 
     ``models`` (``labkit dashboard --model``, loaded by :func:`labkit.usercode.load_model`)
     or ``layers`` (classes, from Python) bring the code of the users' own layers, which
     the check button needs to rebuild a run's network.
+
+    The server answers only requests for localhost, 127.0.0.1 and [::1], and the names in
+    ``hosts`` (``"*"``: any), on ``port`` if given; others get 403. Bodies over
+    :data:`dashboards.guard.MAX_BODY_BYTES` get 413.
     """
     extra = with_layers(None, layers)
     store = RunStore(runs_dir, [*models, *([extra] if extra else [])])
     app = Dash(__name__, title="labkit", suppress_callback_exceptions=True)
+    protect(app.server, hosts, port)
 
     def serve_layout() -> html.Div:  # evaluated per page load: new runs appear on reload
         options = callbacks.run_options(store)
@@ -53,17 +64,20 @@ def serve(
     host: str = "127.0.0.1",
     port: int | None = None,
     jupyter_mode: str | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> None:
     """Serve the dashboard on ``http://host:port/``: until Ctrl-C from a script; in a
     notebook, ``jupyter_mode="inline"`` shows it in the cell's output and returns.
 
     ``port`` defaults to 8050; in a notebook, to the first free port from 8050 on (each
     kernel keeps its server, so a second notebook must not collide with the first).
+    Requests must name localhost, ``host`` or one of ``allow_hosts`` (``["*"]``: any
+    name, e.g. behind a proxy that passes its own Host) with the port.
     """
-    app = create_app(runs_dir, models, layers)
     options = {} if jupyter_mode is None else {"jupyter_mode": jupyter_mode}
     if port is None:
         port = DEFAULT_PORT if jupyter_mode is None else free_port(host, DEFAULT_PORT)
+    app = create_app(runs_dir, models, layers, hosts=[host, *allow_hosts], port=port)
     app.run(host=host, port=port, debug=False, **options)
 
 

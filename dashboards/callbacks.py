@@ -3,22 +3,29 @@ wired to the page by :func:`register`."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from dash import Dash, Input, Output, State, ctx, html, no_update
 
 from dashboards import figures
+from dashboards.failsafe import panel_callback
+from dashboards.gradchecks import check_at_step, gradcheck_page, gradcheck_rows
+from dashboards.runids import leads_out, resolve_run
 from dashboards.store import CachedRun, RunStore
 from labkit.errors import LabkitError
 from labkit.recording import ACTIVATION, GRADIENT, KINDS
-from labkit.usercode import Model
 
 
 def run_options(store: RunStore) -> list[dict]:
-    """Dropdown options: every run with its status; a corrupt run is shown, disabled."""
+    """Dropdown options: every run with its status; a corrupt run, or a link to a run
+    outside the folder, is shown, disabled."""
     options = []
     for summary in store.summaries():
         name = summary.path.name
-        if summary.error is not None:
+        if reason := leads_out(store.runs_dir, name):
+            options.append({"label": f"{name} — {reason}", "value": name, "disabled": True})
+        elif summary.error is not None:
             options.append(
                 {"label": f"{name} — corrupt: {summary.error}", "value": name, "disabled": True}
             )
@@ -166,31 +173,12 @@ def feature_panel(cached: CachedRun, record: int, probe: int, layer: int | None)
     )
 
 
-def gradcheck_rows(cached: CachedRun) -> list[dict]:
-    """Every stored gradient-check report of the run, newest first, as table rows."""
-    rows = []
-    for report in reversed(cached.run.gradchecks):
-        rows.extend(figures.gradcheck_table(report))
-    return rows
-
-
-def check_at_step(cached: CachedRun, record: int, model: Model | None = None) -> str:
-    """Run a fast gradient check on the weights of the record's step and store it
-    (``model``: the user's code, for a run of their own layers)."""
-    from labkit.checks import check_all
-    from labkit.runs import write_gradcheck
-
-    run = cached.run
-    step = int(run.steps[record])
-    network = run.network_at(step, model)
-    suite = check_all(network, fast=True, subject=f"run {run.path.name} at step {step}")
-    suite.step = step
-    write_gradcheck(run.path, suite.to_dict())
-    return f"step {step:,}: {'all passed' if suite.passed else 'FAILED'}"
-
-
 def register(app: Dash, store: RunStore) -> None:
-    """Connect the page's controls to the functions above."""
+    """Connect the page's controls to the functions above. Every callback that takes a run
+    id resolves it with :func:`resolve_run` first; a panel's failure shows in the panel."""
+
+    def run(name: object) -> CachedRun:
+        return store.get(resolve_run(store.runs_dir, name))
 
     @app.callback(
         Output("run", "options"),
@@ -201,7 +189,8 @@ def register(app: Dash, store: RunStore) -> None:
         options = run_options(store)
         return options, options
 
-    @app.callback(
+    @panel_callback(
+        app,
         Output("record", "max"),
         Output("record", "value"),
         Output("records", "data"),
@@ -225,6 +214,7 @@ def register(app: Dash, store: RunStore) -> None:
     def choose_run(name, _, record, shown_steps, layer, kernel_layer, feature_layer, probe):
         if name is None:
             return (no_update,) * 11
+        name = resolve_run(store.runs_dir, name)
         live = ctx.triggered_id == "live"
         if live and len(store.get(name).run.steps) == len(shown_steps or []):
             return (no_update,) * 11  # nothing new: leave every panel alone
@@ -269,7 +259,8 @@ def register(app: Dash, store: RunStore) -> None:
     def move(_, __, ___, record, steps, paused):
         return next_record(ctx.triggered_id, record or 0, steps or [], not paused)
 
-    @app.callback(
+    @panel_callback(
+        app,
         Output("step-label", "children"),
         Output("curves", "figure"),
         Output("hist-activation", "figure"),
@@ -283,15 +274,18 @@ def register(app: Dash, store: RunStore) -> None:
         Input("record", "value"),
         Input("layer", "value"),
         Input("compare", "value"),
+        blank={"warnings.children": []},
     )
     def show_step(name, record, layer, compare):
         if name is None or layer is None:
             return (no_update,) * 9
-        other = store.get(compare) if compare else None
-        outputs = step_panels(store.get(name), record or 0, layer, other)
+        cached = run(name)
+        other = run(compare) if compare is not None else None
+        outputs = step_panels(cached, record or 0, layer, other)
         return (*outputs[:8], [html_line(text) for text in outputs[8]])
 
-    @app.callback(
+    @panel_callback(
+        app,
         Output("kernels", "figure"),
         Input("run", "value"),
         Input("record", "value"),
@@ -301,9 +295,10 @@ def register(app: Dash, store: RunStore) -> None:
     def show_kernels(name, record, layer, mode):
         if name is None:
             return no_update
-        return kernel_panel(store.get(name), record or 0, layer, mode)
+        return kernel_panel(run(name), record or 0, layer, mode)
 
-    @app.callback(
+    @panel_callback(
+        app,
         Output("probe-image", "figure"),
         Output("probs", "figure"),
         Output("features", "figure"),
@@ -315,26 +310,49 @@ def register(app: Dash, store: RunStore) -> None:
     def show_features(name, record, probe, layer):
         if name is None:
             return (no_update,) * 3
-        return feature_panel(store.get(name), record or 0, probe or 0, layer)
+        return feature_panel(run(name), record or 0, probe or 0, layer)
 
-    @app.callback(
-        Output("gradchecks", "data"),
+    stored = itertools.count(1)  # a new value for "checks-stored" after each check
+
+    @panel_callback(
+        app,
         Output("check-status", "children"),
+        Output("checks-stored", "data"),
         Input("run", "value"),
         Input("run-check", "n_clicks"),
         State("record", "value"),
+        running=[(Output("run-check", "disabled"), True, False)],
     )
-    def show_gradchecks(name, _, record):
+    def check_gradients(name, _, record):
         if name is None:
             return no_update, no_update
-        cached = store.get(name)
-        status = ""
-        if ctx.triggered_id == "run-check" and cached.records:
-            try:
-                status = check_at_step(cached, int(record or 0), store.model_for(cached.run))
-            except LabkitError as exc:
-                status = str(exc)
-        return gradcheck_rows(cached), status
+        cached = run(name)
+        if ctx.triggered_id != "run-check":
+            return "", no_update  # a newly chosen run: no status yet
+        try:
+            status = check_at_step(cached, int(record or 0), store.model_for(cached.run))
+        except LabkitError as exc:  # a check already running, a layer the code lacks
+            return str(exc), no_update
+        return status, next(stored)
+
+    @panel_callback(
+        app,
+        Output("gradchecks", "data"),
+        Output("gradchecks", "page_count"),
+        Output("gradchecks", "page_current"),
+        Input("run", "value"),
+        Input("gradchecks", "page_current"),
+        Input("gradchecks", "page_size"),
+        Input("gradchecks", "sort_by"),
+        Input("checks-stored", "data"),
+        blank={"gradchecks.data": []},
+    )
+    def show_gradchecks(name, page, size, sort_by, _):
+        if name is None:
+            return no_update, no_update, no_update
+        if ctx.triggered_id in ("run", "checks-stored"):
+            page = 0  # another run, or a new report (newest first): the first page
+        return gradcheck_page(gradcheck_rows(run(name)), page, size, sort_by)
 
 
 def html_line(text: str) -> html.Div:

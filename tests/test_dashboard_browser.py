@@ -9,6 +9,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 
 from dashboards.app import create_app
+from dashboards.gradchecks import gradcheck_rows
+from dashboards.store import RunStore
 from labkit.cli import main
 
 pytestmark = [
@@ -63,4 +65,27 @@ def test_arrow_keys_step_the_slider(dash_duo, runs_dir):
     dash_duo.wait_for_contains_text("#step-label", "step 55", timeout=20)
     body.send_keys(Keys.ARROW_RIGHT)
     dash_duo.wait_for_contains_text("#step-label", "step 60", timeout=20)
+    assert dash_duo.get_logs() == []
+
+
+def test_the_check_button_fills_the_paged_table(dash_duo, runs_dir):
+    """The button is off while its check runs; the table gets its pages from the server."""
+    dash_duo.start_server(create_app(runs_dir))
+    dash_duo.wait_for_contains_text("#step-label", "step 63", timeout=20)
+    button = dash_duo.find_element("#run-check")
+    button.click()
+    dash_duo.wait_for_contains_text("#check-status", "all passed", timeout=60)
+    assert button.is_enabled()
+    rows = len(gradcheck_rows(RunStore(runs_dir).get("small")))
+    pages = -(-rows // 12)
+    assert pages > 1
+    dash_duo.wait_for_contains_text(".previous-next-container", f"/ {pages}", timeout=20)
+    first = dash_duo.find_element("#gradchecks tbody tr:nth-child(2)").text
+    assert len(dash_duo.find_elements("#gradchecks tbody tr")) == 12 + 1  # and the header
+    dash_duo.find_element(".next-page").click()
+    WebDriverWait(dash_duo.driver, 20).until(
+        lambda d: d.find_element("css selector", "#gradchecks tbody tr:nth-child(2)").text != first
+    )
+    button.click()
+    dash_duo.wait_for_contains_text("#check-status", "the same as the stored report", timeout=60)
     assert dash_duo.get_logs() == []

@@ -42,3 +42,14 @@ def positive_float(text: str) -> float:
 
 def default_data() -> str:
     return os.environ.get("LABKIT_DATA") or "sample"
+
+
+def port_number(text: str) -> int:
+    """A TCP port to listen on: 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value

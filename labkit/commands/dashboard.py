@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import socket
+import sys
 from pathlib import Path
 
-from labkit.commands.args import positive_int
+from labkit.commands.args import port_number
 from labkit.errors import LabkitError
 from labkit.usercode import load_model
 
@@ -15,8 +17,22 @@ from labkit.usercode import load_model
 def add_parser(commands) -> None:
     parser = commands.add_parser("dashboard", help="serve the replay dashboard on localhost")
     parser.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), metavar="RUNS_DIR")
-    parser.add_argument("--port", type=positive_int, default=8050)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=port_number, default=8050)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default: 127.0.0.1, this machine only; the"
+        " dashboard has no login, so anything else lets whoever reaches it see the runs)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the browser may use to reach the dashboard, besides localhost,"
+        " 127.0.0.1 and --host (others get 403, against DNS rebinding); repeat it for"
+        " several, or '*' for any",
+    )
     parser.add_argument(
         "--model",
         action="append",
@@ -29,8 +45,13 @@ def add_parser(commands) -> None:
 
 
 def check_port(host: str, port: int) -> None:
-    """Fail with one clear line when the port is taken, before Dash prints its own traceback."""
+    """Fail with one clear line when the port is taken, before Dash prints its own traceback.
+
+    The probe binds as the server will (SO_REUSEADDR), so the connections a dashboard
+    stopped a moment ago leaves in TIME_WAIT do not count; someone listening does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -41,11 +62,34 @@ def check_port(host: str, port: int) -> None:
             raise LabkitError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (a name other than localhost may be anything)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     models = [load_model(spec) for spec in args.model]
     from dashboards.app import serve  # Dash only when serving
 
+    if not is_loopback(args.host):
+        print(
+            f"labkit dashboard: warning: listening on {args.host}, and the dashboard has no"
+            f" authentication: anyone who can reach port {args.port} can see the runs and"
+            " start checks",
+            file=sys.stderr,
+        )
     print(f"labkit dashboard for {args.runs_dir} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    serve(args.runs_dir, models=models, host=args.host, port=args.port)
+    serve(
+        args.runs_dir,
+        models=models,
+        host=args.host,
+        port=args.port,
+        allow_hosts=args.allow_host,
+    )
     return 0
