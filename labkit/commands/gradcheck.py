@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from labkit.checks import ORACLES, check_all, check_one_layer, jitter_biases
-from labkit.commands.args import add_model_argument, positive_int
+from labkit.commands.args import add_model_argument, positive_int, seed
 from labkit.differences import miss_chance
 from labkit.errors import LabkitError
 from labkit.gradcheck import layer_name
@@ -50,7 +50,7 @@ def add_parser(commands) -> None:
         "most (1 - f)**N (N = 500: 0.7%% for f = 1%%)",
     )
     parser.add_argument("--batch", type=positive_int, default=2, help="digits per check")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.set_defaults(handler=run)
 
 

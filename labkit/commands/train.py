@@ -15,6 +15,7 @@ from labkit.commands.args import (
     default_data,
     positive_float,
     positive_int,
+    seed,
 )
 from labkit.data import load_mnist
 from labkit.fit import DEFAULT_LR, fit
@@ -33,7 +34,7 @@ def add_parser(commands) -> None:
         "--lr", type=positive_float, default=None, help="learning rate (default per optimizer)"
     )
     train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed, default=0)
     train.add_argument("--data", default=None, help=DATA_HELP)
     train.add_argument(
         "--out", type=Path, default=None, help="output folder (default: runs/MODEL-TIMESTAMP)"
