@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from labkit.cli import main
+from labkit.commands import evaluate as evaluate_command
 
 TRAIN = ["--epochs", "1", "--record-every", "20", "--no-progress"]
 SMALL = str(Path(__file__).resolve().parents[1] / "examples" / "small_net.json")
@@ -57,3 +58,24 @@ def test_a_negative_seed_is_refused_by_argparse(command, capsys, tmp_path, monke
     assert line.endswith("argument --seed: must be a non-negative integer, got -1")
     assert "expected a non-negative integer, got 'x'" in one_line(capsys, [*command, "--seed", "x"])
     assert not (tmp_path / "run").exists()
+
+
+# 2. evaluate --figure out.xyz
+
+
+def test_an_unknown_figure_extension_is_refused_before_any_work(
+    run_dir, capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(evaluate_command, "load_mnist", no_work)
+    figure = tmp_path / "out.xyz"
+    line = one_line(capsys, ["evaluate", str(run_dir), "--figure", str(figure)])
+    assert f"--figure {figure}: matplotlib cannot write .xyz files" in line
+    assert all(f" {name}," in line for name in ("pdf", "png", "svg"))
+    assert not figure.exists()
+
+
+def test_a_figure_without_extension_is_a_png_under_that_very_name(run_dir, capsys, tmp_path):
+    figure = tmp_path / "confusion"
+    assert main(["evaluate", str(run_dir), "--figure", str(figure)]) == 0
+    assert f"confusion matrix figure: {figure}\n" in capsys.readouterr().out
+    assert figure.read_bytes().startswith(b"\x89PNG")

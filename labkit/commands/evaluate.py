@@ -8,7 +8,7 @@ from pathlib import Path
 from labkit.commands.args import DATA_HELP, add_model_argument, default_data
 from labkit.data import load_mnist
 from labkit.errors import LabkitError
-from labkit.inspect import confusion_figure
+from labkit.inspect import confusion_figure, figure_formats
 from labkit.metrics import confusion_matrix, format_confusion
 from labkit.usercode import load_model, load_network
 
@@ -26,7 +26,22 @@ def add_parser(commands) -> None:
     evaluate.set_defaults(handler=run)
 
 
+def figure_format(path: Path) -> str:
+    """Before any work: the format of a figure file, which matplotlib must know (a name
+    without extension is PNG, written under that very name)."""
+    extension = path.suffix[1:].lower()
+    formats = figure_formats()
+    if extension and extension not in formats:
+        raise LabkitError(
+            f"--figure {path}: matplotlib cannot write .{extension} files "
+            f"(it writes {', '.join(formats)})"
+        )
+    return extension or "png"
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.figure is not None:
+        figure_format(args.figure)
     path = args.weights / "weights.npz" if args.weights.is_dir() else args.weights
     model = None if args.model is None else load_model(args.model)
     network = load_network(path, model)
@@ -42,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_confusion(matrix))
     figure_path = args.figure or path.parent / "confusion.png"
     try:
-        confusion_figure(matrix).savefig(figure_path, dpi=120)
+        confusion_figure(matrix).savefig(figure_path, dpi=120, format=figure_format(figure_path))
     except OSError as exc:
         raise LabkitError(f"{figure_path}: cannot write the figure ({exc.strerror})") from None
     print(f"confusion matrix figure: {figure_path}")
