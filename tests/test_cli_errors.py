@@ -6,8 +6,10 @@ The pipe and TensorFlow cases need a real process: tests/test_cli_errors_process
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from labkit.cli import main
@@ -79,3 +81,47 @@ def test_a_figure_without_extension_is_a_png_under_that_very_name(run_dir, capsy
     assert main(["evaluate", str(run_dir), "--figure", str(figure)]) == 0
     assert f"confusion matrix figure: {figure}\n" in capsys.readouterr().out
     assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+# 3. weights that are not numbers
+
+
+@pytest.mark.parametrize(
+    ("value", "model", "dtype"),
+    [
+        ("a", [], "<U1"),
+        ("a", ["--model", "lenet"], "<U1"),
+        ("1.5", ["--model", "lenet"], "<U3"),  # was read as 1.5
+        (1 + 1j, ["--model", "lenet"], "complex128"),  # was read without its 1j
+    ],
+)
+def test_weights_that_are_not_real_numbers_are_one_line_naming_the_file_and_the_array(
+    run_dir, tmp_path, capsys, value, model, dtype
+):
+    arrays = dict(np.load(run_dir / "weights.npz"))
+    arrays["3.kernels"] = np.full(arrays["3.kernels"].shape, value)
+    path = tmp_path / "strings.npz"
+    np.savez(path, **arrays)
+    figure = tmp_path / "confusion.png"
+    line = one_line(capsys, ["evaluate", str(path), *model, "--figure", str(figure)])
+    assert line.endswith(
+        f"{path}: weight 3.kernels has dtype {dtype}, not real numbers (float or int)"
+    )
+    assert not figure.exists()
+
+
+def test_a_weights_file_without_an_architecture_is_still_one_line(tmp_path, capsys):
+    path = tmp_path / "only-model.npz"
+    np.savez(path, **{"__model__": np.array("lenet"), "00-Dense.weights": np.array(["a"])})
+    line = one_line(capsys, ["evaluate", str(path)])
+    assert f"{path}: not a labkit weights file" in line
+
+
+def test_a_network_without_ten_outputs_is_one_line(run_dir, tmp_path, capsys):
+    arrays = dict(np.load(run_dir / "weights.npz"))
+    architecture = json.loads(str(arrays["__architecture__"]))[:3]  # conv, pool, relu
+    arrays["__architecture__"] = np.array(json.dumps(architecture))
+    path = tmp_path / "headless.npz"
+    np.savez(path, **arrays)
+    line = one_line(capsys, ["evaluate", str(path), "--figure", str(tmp_path / "c.png")])
+    assert f"{path}: this network gives 2,304 outputs per digit, not one per class (10)" in line

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from labkit.commands.args import DATA_HELP, add_model_argument, default_data
-from labkit.data import load_mnist
+from labkit.data import NUM_CLASSES, load_mnist
 from labkit.errors import LabkitError
 from labkit.inspect import confusion_figure, figure_formats
 from labkit.metrics import confusion_matrix, format_confusion
@@ -50,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
         outputs = network.predict(data.x_test)
     except ValueError as exc:
         raise LabkitError(f"{path}: this network cannot read MNIST digits ({exc})") from None
-    predicted = outputs.reshape(len(outputs), -1).argmax(axis=1)
+    outputs = outputs.reshape(len(outputs), -1)
+    if outputs.shape[1] != NUM_CLASSES:
+        raise LabkitError(
+            f"{path}: this network gives {outputs.shape[1]:,} outputs per digit, "
+            f"not one per class ({NUM_CLASSES})"
+        )
+    predicted = outputs.argmax(axis=1)
     matrix = confusion_matrix(data.y_test, predicted)
     print(f"accuracy {matrix.trace() / matrix.sum():.2%} on {len(predicted):,} test digits")
     print(f"data: {data.source}")
