@@ -125,3 +125,16 @@ def test_a_network_without_ten_outputs_is_one_line(run_dir, tmp_path, capsys):
     np.savez(path, **arrays)
     line = one_line(capsys, ["evaluate", str(path), "--figure", str(tmp_path / "c.png")])
     assert f"{path}: this network gives 2,304 outputs per digit, not one per class (10)" in line
+
+
+# 4. gradcheck --run with another network's --model
+
+
+@pytest.mark.parametrize("model", ["tutorial", SMALL])
+def test_gradcheck_of_another_networks_run_says_what_evaluate_says(run_dir, capsys, model):
+    said = [
+        one_line(capsys, [command, *where, "--model", model]).partition(": error: ")[2]
+        for command, where in (("evaluate", [str(run_dir)]), ("gradcheck", ["--run", str(run_dir)]))
+    ]
+    assert said[0] == said[1]
+    assert said[0].startswith(f"--model {model} is not the network of {run_dir / 'weights.npz'}: ")
