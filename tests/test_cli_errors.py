@@ -6,6 +6,7 @@ The pipe and TensorFlow cases need a real process: tests/test_cli_errors_process
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from labkit.cli import main
 from labkit.commands import evaluate as evaluate_command
+from labkit.network import Network
 
 TRAIN = ["--epochs", "1", "--record-every", "20", "--no-progress"]
 SMALL = str(Path(__file__).resolve().parents[1] / "examples" / "small_net.json")
@@ -138,3 +140,27 @@ def test_gradcheck_of_another_networks_run_says_what_evaluate_says(run_dir, caps
     ]
     assert said[0] == said[1]
     assert said[0].startswith(f"--model {model} is not the network of {run_dir / 'weights.npz'}: ")
+
+
+# 5. a writing error at the end of training
+
+
+def test_a_full_disk_when_the_weights_are_saved_is_one_line(tmp_path, capsys, monkeypatch):
+    def full(self, path, *, model=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Network, "save", full)
+    out = tmp_path / "full"
+    line = one_line(capsys, ["train", *TRAIN, "--out", str(out)])
+    assert line == f"labkit train: error: {out}: cannot write the run (No space left on device)"
+
+
+def test_a_writing_error_names_the_file_when_the_os_does(tmp_path, capsys, monkeypatch):
+    target = tmp_path / "ro" / "weights.npz"
+
+    def read_only(self, path, *, model=None):
+        raise PermissionError(errno.EACCES, "Permission denied", str(target))
+
+    monkeypatch.setattr(Network, "save", read_only)
+    line = one_line(capsys, ["train", *TRAIN, "--out", str(tmp_path / "ro")])
+    assert line.endswith(f"{target}: cannot write the run (Permission denied)")
