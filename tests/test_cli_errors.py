@@ -15,6 +15,7 @@ import pytest
 
 from labkit.cli import main
 from labkit.commands import evaluate as evaluate_command
+from labkit.commands import gradcheck as gradcheck_command
 from labkit.network import Network
 
 TRAIN = ["--epochs", "1", "--record-every", "20", "--no-progress"]
@@ -164,3 +165,26 @@ def test_a_writing_error_names_the_file_when_the_os_does(tmp_path, capsys, monke
     monkeypatch.setattr(Network, "save", read_only)
     line = one_line(capsys, ["train", *TRAIN, "--out", str(tmp_path / "ro")])
     assert line.endswith(f"{target}: cannot write the run (Permission denied)")
+
+
+# 7. gradcheck --json DIR/report.json
+
+
+def test_gradcheck_json_creates_the_missing_folders(tmp_path, capsys):
+    report = tmp_path / "new" / "deeper" / "report.json"
+    assert main(["gradcheck", "--model", SMALL, "--fast", "--json", str(report)]) == 0
+    assert f"report written to {report}" in capsys.readouterr().out
+    assert json.loads(report.read_text())["passed"] is True
+
+
+@pytest.mark.parametrize(("where", "problem"), [("file/dir", "is a file"), ("", "is a folder")])
+def test_gradcheck_json_that_cannot_be_written_fails_before_the_check(
+    tmp_path, capsys, monkeypatch, where, problem
+):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr(gradcheck_command, "check_all", no_work)
+    report = tmp_path / where / "report.json"
+    if not where:
+        report.mkdir()
+    line = one_line(capsys, ["gradcheck", "--fast", "--json", str(report)])
+    assert f"{report}: cannot write the report" in line and problem in line
