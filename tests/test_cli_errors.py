@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labkit.checks import digits
 from labkit.cli import main
 from labkit.commands import evaluate as evaluate_command
 from labkit.commands import gradcheck as gradcheck_command
+from labkit.gradcheck import GradcheckError
 from labkit.network import Network
 
 TRAIN = ["--epochs", "1", "--record-every", "20", "--no-progress"]
@@ -188,3 +190,21 @@ def test_gradcheck_json_that_cannot_be_written_fails_before_the_check(
         report.mkdir()
     line = one_line(capsys, ["gradcheck", "--fast", "--json", str(report)])
     assert f"{report}: cannot write the report" in line and problem in line
+
+
+# 8. gradcheck --batch larger than the sample
+
+
+def test_a_batch_larger_than_the_sample_is_refused_with_the_maximum(capsys, monkeypatch):
+    monkeypatch.setattr(gradcheck_command, "check_all", no_work)
+    line = one_line(capsys, ["gradcheck", "--fast", "--batch", "100000"])
+    assert line.endswith(
+        "--batch 100000: the largest batch is 500 (the bundled sample's test digits)"
+    )
+
+
+def test_the_check_input_never_holds_fewer_digits_than_asked():
+    x, y = digits(500)
+    assert x.shape == (500, 1, 28, 28) and y.shape == (500, 10)
+    with pytest.raises(GradcheckError, match="batch 501: the bundled sample has 500 test digits"):
+        digits(501)

@@ -7,7 +7,13 @@ import json
 import os
 from pathlib import Path
 
-from labkit.checks import ORACLES, check_all, check_one_layer, jitter_biases
+from labkit.checks import (
+    ORACLES,
+    check_all,
+    check_one_layer,
+    jitter_biases,
+    sample_test_digits,
+)
 from labkit.commands.args import add_model_argument, positive_int, seed
 from labkit.differences import miss_chance
 from labkit.errors import LabkitError, one_line
@@ -105,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         prepare_report(args.json)
     subject, name = _subject(args)
+    largest = sample_test_digits()
+    if isinstance(subject, Network) and args.batch > largest:
+        raise LabkitError(
+            f"--batch {args.batch}: the largest batch is {largest} "
+            "(the bundled sample's test digits)"
+        )
     options = {"fast": args.fast, "seed": args.seed, "max_elements": args.max_elements}
     if isinstance(subject, Network):
         suite = check_all(subject, oracle=args.oracle, batch=args.batch, subject=name, **options)
