@@ -19,6 +19,7 @@ from labkit.commands import evaluate as evaluate_command
 from labkit.commands import gradcheck as gradcheck_command
 from labkit.gradcheck import GradcheckError
 from labkit.network import Network
+from labkit.recording import open_recording
 
 TRAIN = ["--epochs", "1", "--record-every", "20", "--no-progress"]
 SMALL = str(Path(__file__).resolve().parents[1] / "examples" / "small_net.json")
@@ -208,3 +209,17 @@ def test_the_check_input_never_holds_fewer_digits_than_asked():
     assert x.shape == (500, 1, 28, 28) and y.shape == (500, 10)
     with pytest.raises(GradcheckError, match="batch 501: the bundled sample has 500 test digits"):
         digits(501)
+
+
+# 9. inspect --step outside the run
+
+
+@pytest.mark.parametrize("step", [-5, 0, 10**5])
+def test_a_step_outside_the_run_is_refused_with_its_first_and_last(run_dir, capsys, step):
+    steps = open_recording(run_dir).steps
+    out = run_dir / "never"
+    line = one_line(capsys, ["inspect", str(run_dir), "--step", str(step), "--out", str(out)])
+    assert line.endswith(
+        f"--step {step}: outside the run ({run_dir} recorded steps {steps[0]} to {steps[-1]})"
+    )
+    assert not out.exists()
