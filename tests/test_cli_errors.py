@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,21 @@ def test_a_step_outside_the_run_is_refused_with_its_first_and_last(run_dir, caps
         f"--step {step}: outside the run ({run_dir} recorded steps {steps[0]} to {steps[-1]})"
     )
     assert not out.exists()
+
+
+# 10. dashboard of a missing folder
+
+
+@pytest.mark.parametrize(("name", "problem"), [("nonexistent", "no such folder"), ("file", "not")])
+def test_the_dashboard_of_a_missing_folder_is_one_line(
+    tmp_path, capsys, monkeypatch, name, problem
+):
+    import dashboards.app
+
+    monkeypatch.setattr(dashboards.app, "serve", no_work)
+    (tmp_path / "file").write_text("")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    line = one_line(capsys, ["dashboard", str(tmp_path / name), "--port", str(port)])
+    assert f"{tmp_path / name}: {problem}" in line
