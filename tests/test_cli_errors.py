@@ -7,7 +7,9 @@ The pipe and TensorFlow cases need a real process: tests/test_cli_errors_process
 from __future__ import annotations
 
 import errno
+import importlib.resources
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from labkit.checks import digits
 from labkit.cli import main
 from labkit.commands import evaluate as evaluate_command
 from labkit.commands import gradcheck as gradcheck_command
+from labkit.data import data_name, keras_cache_path, load_mnist, source_of
 from labkit.gradcheck import GradcheckError
 from labkit.network import Network
 from labkit.recording import open_recording
@@ -242,3 +245,65 @@ def test_the_dashboard_of_a_missing_folder_is_one_line(
         port = probe.getsockname()[1]
     line = one_line(capsys, ["dashboard", str(tmp_path / name), "--port", str(port)])
     assert f"{tmp_path / name}: {problem}" in line
+
+
+# 11. evaluate on the run's own data; figures named by data set
+
+
+@pytest.fixture(scope="module")
+def own_data_run(tmp_path_factory):
+    """A run trained on a data file of its own (part of the sample, 120 test digits),
+    passed as a relative --data."""
+    root = tmp_path_factory.mktemp("own-data")
+    sample = importlib.resources.files("labkit").joinpath("assets", "mnist_sample.npz")
+    with importlib.resources.as_file(sample) as path, np.load(path) as arrays:
+        np.savez(
+            root / "digits.npz",
+            **{key: arrays[key][:256] for key in ("x_train", "y_train")},
+            **{key: arrays[key][:120] for key in ("x_test", "y_test")},
+        )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        assert main(["train", *TRAIN, "--data", "digits.npz", "--out", "run"]) == 0
+    return root / "run"
+
+
+def test_evaluate_uses_the_runs_own_data_and_keeps_each_data_sets_figure(
+    own_data_run, capsys, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)  # elsewhere: the relative --data was recorded absolute
+    assert main(["evaluate", str(own_data_run)]) == 0
+    out = capsys.readouterr().out
+    assert "on 120 test digits" in out
+    assert f"data: {own_data_run.parent / 'digits.npz'} (the run's own)" in out
+    own = own_data_run / "confusion-digits.png"
+    assert f"confusion matrix figure: {own}" in out
+    before = own.read_bytes()
+    assert main(["evaluate", str(own_data_run / "weights.npz"), "--data", "sample"]) == 0
+    out = capsys.readouterr().out
+    assert "on 500 test digits" in out
+    assert f"confusion matrix figure: {own_data_run / 'confusion-sample.png'}" in out
+    assert own.read_bytes() == before
+
+
+def test_evaluate_says_when_the_runs_own_data_is_gone(own_data_run, tmp_path, capsys):
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(own_data_run / "weights.npz", moved)
+    gone = tmp_path / "gone.npz"
+    (moved / "history.json").write_text(json.dumps({"config": {"data": str(gone)}}))
+    line = one_line(capsys, ["evaluate", str(moved)])
+    assert f"{gone}: no such file" in line
+    assert f"the data {moved} was trained on; pass --data for other digits" in line
+
+
+def test_each_kind_of_data_source_reads_back_from_its_description(own_data_run):
+    data_file = own_data_run.parent / "digits.npz"
+    for source in ("sample", str(data_file)):
+        description = load_mnist(source).source
+        assert load_mnist(source_of(description)).source == description
+    assert [data_name(load_mnist(s).source) for s in ("sample", data_file)] == ["sample", "digits"]
+    assert source_of("/data/idx (IDX files)") == "/data/idx"
+    assert source_of("downloaded through tensorflow.keras.datasets.mnist") == str(
+        keras_cache_path()
+    )
