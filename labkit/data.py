@@ -9,10 +9,13 @@ TensorFlow is imported only inside :func:`_download_via_keras`, never by ``impor
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.resources
+import logging
 import os
 import re
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -341,10 +344,41 @@ def _load_auto() -> tuple[RawArrays, str]:
 
 
 def _download_via_keras() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Download MNIST with Keras (into its cache); the only place labkit.data imports TensorFlow."""
-    from tensorflow.keras.datasets import mnist  # lazy: heavy optional dependency
+    """Download MNIST with Keras (into its cache); the only place labkit.data imports TensorFlow.
 
+    TensorFlow's own log lines (oneDNN, CPU features, absl) are kept off stderr: a failed
+    download is then only labkit's one line. ``TF_CPP_MIN_LOG_LEVEL`` is 3 unless set.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _stderr_discarded():  # some lines come before any log level applies
+        import tensorflow as tf  # lazy: heavy optional dependency
+        from tensorflow.keras.datasets import mnist
+
+    tf.get_logger().setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # absl comes with TensorFlow; never fail a download for its logs
+        pass
     return mnist.load_data()
+
+
+@contextlib.contextmanager
+def _stderr_discarded():
+    """File descriptor 2 points at the null device for the block (what C++ libraries
+    write there as well as Python's ``sys.stderr``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _read_npz(path: Path) -> RawArrays:

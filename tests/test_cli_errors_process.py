@@ -3,6 +3,7 @@ into ``head -1``) and TensorFlow's start-up lines before ``--data auto``'s one l
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -73,3 +74,31 @@ def test_stdout_closed_early_exits_quietly_with_status_141(run_dir, tmp_path, bu
     assert err == ""
     if buffered:  # the usual `| head -1`: all printed at the end, after the figure
         assert figure.is_file()
+
+
+@pytest.mark.tensorflow
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs tensorflow")
+def test_data_auto_that_cannot_download_is_only_its_one_line(tmp_path):
+    """TensorFlow's C++ start-up lines (oneDNN, CPU features, absl) are not shown; the
+    download fails at once through a proxy that refuses connections."""
+    env = environment(
+        KERAS_HOME=str(tmp_path / "keras"),
+        https_proxy="http://127.0.0.1:9",
+        HTTPS_PROXY="http://127.0.0.1:9",
+    )
+    for key in [key for key in env if key.startswith("TF_") or key.lower() == "no_proxy"]:
+        del env[key]
+    train = ["train", "--data", "auto", "--no-progress", "--out", str(tmp_path / "run")]
+    done = subprocess.run(
+        [sys.executable, "-m", "labkit.cli", *train],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("labkit train: error: ")
+    assert "MNIST not found and the download through tensorflow.keras failed" in lines[0]
+    assert not (tmp_path / "run").exists()
