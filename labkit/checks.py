@@ -33,11 +33,21 @@ def digits(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     noise, and their one-hot labels ``(batch, 10)``, both float64.
 
     The noise (sigma 0.01) keeps MNIST's flat background from making max-pool windows tie.
+    A ``batch`` larger than the sample's test digits is a GradcheckError, never fewer.
     """
     data = load_mnist("sample")
+    if batch > len(data.y_test):
+        raise GradcheckError(
+            f"batch {batch}: the bundled sample has {len(data.y_test)} test digits"
+        )
     x = data.x_test[:batch].astype(np.float64)
     x += np.random.default_rng(seed).normal(0.0, 0.01, x.shape)
     return x, one_hot(data.y_test[:batch]).astype(np.float64)
+
+
+def sample_test_digits() -> int:
+    """How many digits :func:`digits` can give: the bundled sample's test digits (500)."""
+    return len(load_mnist("sample").y_test)
 
 
 def jitter_biases(network: Network, seed: int, scale: float = 0.1) -> Network:

@@ -1,12 +1,15 @@
 """The ``labkit`` command: one subcommand per module in :mod:`labkit.commands`.
 
 User mistakes (bad options, missing or corrupt files) end in one line on stderr and exit
-status 2, never a traceback.
+status 2, never a traceback. Output cut short by its reader (``labkit evaluate RUN | head
+-1``) ends quietly with status 141, as git's and coreutils' do (killed by SIGPIPE: 128 + 13).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +18,7 @@ from labkit.commands import dashboard, evaluate, gradcheck, inspect, runs, train
 from labkit.errors import LabkitError
 
 SUBCOMMANDS = (train, evaluate, gradcheck, inspect, runs, dashboard)
+BROKEN_PIPE = 128 + getattr(signal, "SIGPIPE", 13)  # what a shell reports for git | head
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,10 +42,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a reader gone shows here, not as "Exception ignored" at exit
+        return status
     except LabkitError as exc:
         print(f"labkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so that what is still buffered for a closed pipe
+    goes nowhere at exit instead of raising again (Python's documented pattern)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (already replaced)
+        pass
 
 
 if __name__ == "__main__":

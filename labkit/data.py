@@ -9,9 +9,13 @@ TensorFlow is imported only inside :func:`_download_via_keras`, never by ``impor
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.resources
+import logging
 import os
+import re
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -24,11 +28,13 @@ from labkit.errors import LabkitError
 __all__ = [
     "KEYS",
     "MNIST",
+    "data_name",
     "keras_cache_path",
     "load_mnist",
     "make_sample",
     "one_hot",
     "parse_idx",
+    "source_of",
     "write_sample",
 ]
 
@@ -47,6 +53,11 @@ IDX_FILES = {
 """The file names of the original IDX distribution (each may also end in ``.gz``)."""
 
 SAMPLE_RESOURCE = ("assets", "mnist_sample.npz")
+
+# How MNIST.source describes each kind of source (a run records it: see source_of).
+SAMPLE_SOURCE = "sample ({train} train / {test} test, bundled)"
+IDX_SOURCE = "{path} (IDX files)"
+DOWNLOADED_SOURCE = "downloaded through tensorflow.keras.datasets.mnist"
 
 RawArrays = dict[str, np.ndarray]
 
@@ -221,6 +232,26 @@ def load_mnist(source: str | os.PathLike[str] = "auto") -> MNIST:
     return to_mnist(arrays, description)
 
 
+def source_of(description: str) -> str:
+    """What to pass :func:`load_mnist` to read again the data an :attr:`MNIST.source`
+    describes (a run records it): ``"sample"``, the Keras cache for a download, or the
+    path of the ``.npz`` or IDX folder."""
+    sample = SAMPLE_SOURCE.partition("{")[0]
+    if description.startswith(sample) and description.endswith(", bundled)"):
+        return "sample"
+    if description == DOWNLOADED_SOURCE:
+        return str(keras_cache_path())  # where Keras keeps what it downloaded
+    return description.removesuffix(IDX_SOURCE.partition("}")[2])
+
+
+def data_name(description: str) -> str:
+    """A short name for the data an :attr:`MNIST.source` describes, fit for a file name:
+    ``sample``, or the stem of the ``.npz`` file or the IDX folder's name (``mnist``)."""
+    source = source_of(description)
+    name = "sample" if source == "sample" else Path(source).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "data"
+
+
 def keras_cache_path() -> Path:
     """Where Keras caches ``mnist.npz``: ``$KERAS_HOME/datasets`` or ``~/.keras/datasets``."""
     keras_home = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
@@ -264,10 +295,10 @@ def _load_raw(source: str | os.PathLike[str]) -> tuple[RawArrays, str]:
     path = Path(source).expanduser()
     if path.is_dir():
         arrays = _read_idx_dir(path)
-        description = f"{path} (IDX files)"
+        description = IDX_SOURCE.format(path=os.path.abspath(path))
     elif path.exists():
         arrays = _read_npz(path)
-        description = str(path)
+        description = os.path.abspath(path)  # absolute: runs record it, to read it back
     else:
         raise LabkitError(f"{path}: no such file or directory (expected an MNIST .npz or IDX dir)")
     check_arrays(arrays, str(path))
@@ -283,7 +314,7 @@ def _load_sample() -> tuple[RawArrays, str]:
         arrays = _read_npz(path)
         check_arrays(arrays, str(path))
     n_train, n_test = len(arrays["y_train"]), len(arrays["y_test"])
-    return arrays, f"sample ({n_train} train / {n_test} test, bundled)"
+    return arrays, SAMPLE_SOURCE.format(train=n_train, test=n_test)
 
 
 def _load_auto() -> tuple[RawArrays, str]:
@@ -309,14 +340,45 @@ def _load_auto() -> tuple[RawArrays, str]:
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     check_arrays(arrays, "tensorflow.keras.datasets.mnist")
-    return arrays, "downloaded through tensorflow.keras.datasets.mnist"
+    return arrays, DOWNLOADED_SOURCE
 
 
 def _download_via_keras() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Download MNIST with Keras (into its cache); the only place labkit.data imports TensorFlow."""
-    from tensorflow.keras.datasets import mnist  # lazy: heavy optional dependency
+    """Download MNIST with Keras (into its cache); the only place labkit.data imports TensorFlow.
 
+    TensorFlow's own log lines (oneDNN, CPU features, absl) are kept off stderr: a failed
+    download is then only labkit's one line. ``TF_CPP_MIN_LOG_LEVEL`` is 3 unless set.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _stderr_discarded():  # some lines come before any log level applies
+        import tensorflow as tf  # lazy: heavy optional dependency
+        from tensorflow.keras.datasets import mnist
+
+    tf.get_logger().setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # absl comes with TensorFlow; never fail a download for its logs
+        pass
     return mnist.load_data()
+
+
+@contextlib.contextmanager
+def _stderr_discarded():
+    """File descriptor 2 points at the null device for the block (what C++ libraries
+    write there as well as Python's ``sys.stderr``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _read_npz(path: Path) -> RawArrays:

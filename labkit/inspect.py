@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 
 from labkit.mosaic import kernel_columns, mosaic, square_columns
+
+
+def figure_formats() -> list[str]:
+    """The file extensions matplotlib can save a figure as (eps, pdf, png, svg, ...)."""
+    return sorted(FigureCanvasBase.get_supported_filetypes())
 
 
 def confusion_figure(matrix: np.ndarray, title: str = "Confusion matrix") -> Figure:

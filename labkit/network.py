@@ -253,7 +253,8 @@ class Network:
         self, arrays: Mapping[str, np.ndarray], source: object = "weights", *, keep_dtype=True
     ) -> None:
         """Copy ``{"<layer index>.<name>": array}`` in (the :meth:`state_dict` keys) after
-        checking every name and shape; ``keep_dtype`` casts to the network's dtypes.
+        checking every name, shape and dtype (real numbers only: a string or complex
+        array is refused, never cast); ``keep_dtype`` casts to the network's dtypes.
 
         ``source`` names where the weights came from, in the one-line error.
         """
@@ -266,6 +267,11 @@ class Network:
                 raise LabkitError(
                     f"{source}: weight {key} has shape {np.shape(arrays[key])}, "
                     f"the network expects {current.shape}"
+                )
+            kind = np.asarray(arrays[key]).dtype
+            if kind.kind not in "fiu":  # strings, complex, booleans, dates, records
+                raise LabkitError(
+                    f"{source}: weight {key} has dtype {kind}, not real numbers (float or int)"
                 )
         for index, layer in enumerate(self.layers):
             for name in layer.params:

@@ -40,6 +40,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seed(text: str) -> int:
+    """A random seed: a non-negative integer (what NumPy's generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return value
+
+
 def default_data() -> str:
     return os.environ.get("LABKIT_DATA") or "sample"
 

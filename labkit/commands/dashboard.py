@@ -74,6 +74,9 @@ def is_loopback(host: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
+    if not args.runs_dir.is_dir():
+        what = "no such folder" if not args.runs_dir.exists() else "not a folder"
+        raise LabkitError(f"{args.runs_dir}: {what} (RUNS_DIR holds the runs of labkit train)")
     models = [load_model(spec) for spec in args.model]
     from dashboards.app import serve  # Dash only when serving
 

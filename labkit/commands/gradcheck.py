@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
-from labkit.checks import ORACLES, check_all, check_one_layer, jitter_biases
-from labkit.commands.args import add_model_argument, positive_int
+from labkit.checks import (
+    ORACLES,
+    check_all,
+    check_one_layer,
+    jitter_biases,
+    sample_test_digits,
+)
+from labkit.commands.args import add_model_argument, positive_int, seed
 from labkit.differences import miss_chance
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, one_line
 from labkit.gradcheck import layer_name
 from labkit.layers import Layer
 from labkit.network import Network
@@ -50,7 +57,7 @@ def add_parser(commands) -> None:
         "most (1 - f)**N (N = 500: 0.7%% for f = 1%%)",
     )
     parser.add_argument("--batch", type=positive_int, default=2, help="digits per check")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.set_defaults(handler=run)
 
 
@@ -80,9 +87,36 @@ def sampling_note(sampled: int) -> str:
     )
 
 
+def prepare_report(path: Path) -> None:
+    """Before the check: make the folders of ``--json`` and make sure the report can be
+    written there, so that a check is never thrown away for want of a place to put it."""
+    blocker = next(parent for parent in path.parents if parent.exists())  # "/" or "."
+    if path.is_dir():
+        problem = "it is a folder"
+    elif not blocker.is_dir():
+        problem = f"{blocker} is a file, not a folder"
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writable = os.access(path if path.exists() else path.parent, os.W_OK)
+            problem = None if writable else "permission denied"
+        except OSError as exc:
+            problem = exc.strerror or one_line(exc)
+    if problem:
+        raise LabkitError(f"{path}: cannot write the report ({problem})")
+
+
 def run(args: argparse.Namespace) -> int:
     """Check, print the table and verdict, write the report where asked; 1 if anything failed."""
+    if args.json is not None:
+        prepare_report(args.json)
     subject, name = _subject(args)
+    largest = sample_test_digits()
+    if isinstance(subject, Network) and args.batch > largest:
+        raise LabkitError(
+            f"--batch {args.batch}: the largest batch is {largest} "
+            "(the bundled sample's test digits)"
+        )
     options = {"fast": args.fast, "seed": args.seed, "max_elements": args.max_elements}
     if isinstance(subject, Network):
         suite = check_all(subject, oracle=args.oracle, batch=args.batch, subject=name, **options)
@@ -100,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
     document = suite.to_dict()
     if args.json is not None:
         try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(document, indent=2) + "\n")
         except OSError as exc:
             raise LabkitError(f"{args.json}: cannot write the report ({exc.strerror})") from None

@@ -15,7 +15,13 @@ from labkit.usercode import architecture_difference, load_model
 def add_parser(commands) -> None:
     parser = commands.add_parser("inspect", help="write kernel and feature-map figures of a run")
     parser.add_argument("run", type=Path, help="a run folder written by labkit train")
-    parser.add_argument("--step", type=int, default=None, help="default: the last record")
+    parser.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="a step between the run's first and last records; the nearest record is drawn "
+        "(default: the last record)",
+    )
     parser.add_argument("--layer", default=None, help="layer key (03-Convolutional) or index")
     parser.add_argument("--image", type=int, default=0, help="probe digit, 0-15 (default 0)")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/figures")
@@ -37,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
             raise LabkitError(f"--model {args.model} is not the network of {args.run}: {problem}")
     if not len(recorded):
         raise LabkitError(f"{args.run}: the run has no completed record yet")
-    step = int(recorded.steps[-1]) if args.step is None else args.step
+    first, last = int(recorded.steps[0]), int(recorded.steps[-1])
+    step = last if args.step is None else args.step
+    if not first <= step <= last:
+        raise LabkitError(
+            f"--step {step}: outside the run ({args.run} recorded steps {first} to {last})"
+        )
     step_used = recorded.nearest_step(step)
     probes = len(recorded.probe_labels)
     if not 0 <= args.image < probes:
