@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _discard_stdout()
         return BROKEN_PIPE
+    except KeyboardInterrupt:  # Ctrl-C before a training began, or in a command without one
+        print(f"labkit {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def _discard_stdout() -> None:
@@ -65,4 +68,6 @@ def _discard_stdout() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from labkit.console import run
+
+    run()

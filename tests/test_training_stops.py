@@ -212,3 +212,14 @@ def test_the_count_is_the_number_of_recorded_steps(every, dense_until):
     for total in [*range(0, 60), 99, 100, 101, 999, 1000]:
         walk = sum(schedule.records(step, total) for step in range(1, total + 1))
         assert schedule.count(total) == walk, total
+
+
+def test_ctrl_c_outside_a_training_is_one_line_and_130(monkeypatch, capsys):
+    from labkit.commands import runs
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "run", interrupted)  # the parser is built at each main()
+    assert main(["runs", "list"]) == 130
+    assert capsys.readouterr().err == "labkit runs: interrupted\n"
