@@ -81,22 +81,21 @@ def main() -> None:
         for trial in range(args.trials):
             signum = SIGNALS[trial % len(SIGNALS)]
             delay = rng.uniform(0.2, args.longest)
-            intact, seen = one_trial(Path(root) / f"t{trial}", signum, delay)
-            outcomes[(signal.Signals(signum).name, intact)] += 1
-            if not intact:
-                failures.append(
-                    f"trial {trial}: {signal.Signals(signum).name} at {delay:.2f} s: {seen}"
-                )
-            print(
-                f"trial {trial}: {signal.Signals(signum).name} at {delay:.2f} s: {seen}",
-                file=sys.stderr,
-            )
-    print("| signal | trials | runs intact |")
-    print("|---|---|---|")
+            name = signal.Signals(signum).name
+            intact, clean, seen = one_trial(Path(root) / f"t{trial}", signum, delay)
+            outcomes[name, "trials"] += 1
+            outcomes[name, "intact"] += intact
+            outcomes[name, "clean"] += clean
+            line = f"trial {trial}: {name} at {delay:.2f} s: {seen}"
+            print(line, file=sys.stderr)
+            if not (intact and clean):
+                failures.append(line)
+    print("| signal | trials | runs intact | clean exits |")
+    print("|---|---|---|---|")
     for signum in SIGNALS:
         name = signal.Signals(signum).name
-        total = outcomes[(name, True)] + outcomes[(name, False)]
-        print(f"| {name} | {total} | {outcomes[(name, True)]} |")
+        counts = [outcomes[name, key] for key in ("trials", "intact", "clean")]
+        print("| " + " | ".join([name, *map(str, counts)]) + " |")
     for failure in failures:
         print(f"- {failure}")
 
