@@ -170,6 +170,14 @@ def layout_problem(manifest: dict) -> str | None:
     return None
 
 
+def check_recorded(run) -> None:
+    """For a runs listing: a run whose manifest describes a recording (labkit's recorder
+    wrote it) must describe it right (CorruptRunError, one line); another run of the
+    store (made with :class:`labkit.runs.RunWriter` directly) is left to the store's rules."""
+    if "layers" in run.manifest:
+        Recording(run)
+
+
 class Recording:
     """A recorded run read by meaning: layers, statistics, weights, feature maps.
 

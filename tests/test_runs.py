@@ -656,3 +656,18 @@ def test_a_failed_consolidation_still_records_the_final_status(tmp_path, monkeyp
     np.testing.assert_array_equal(
         run.array(name), np.stack([pattern(s)[name] for s in (10, 20, 30)])
     )
+
+
+def test_a_static_array_whose_chunk_is_gone_is_corrupt_never_zeros(tmp_path):
+    from labkit.errors import CorruptRunError
+
+    static = {"z": np.zeros(3, np.float32)}  # all zeros: zarr would skip the chunk by default
+    RunWriter.create(
+        tmp_path / "r", capacity=1, record_arrays={"x": ((2,), "float32")}, static_arrays=static
+    ).close()
+    assert open_run(tmp_path / "r").static("z").tolist() == [0.0, 0.0, 0.0]
+    chunks = [p for p in (tmp_path / "r" / "data.zarr" / "z").rglob("*") if p.name != "zarr.json"]
+    for chunk in (p for p in chunks if p.is_file()):
+        chunk.unlink()
+    with pytest.raises(CorruptRunError, match="static array 'z' is missing its chunk file"):
+        open_run(tmp_path / "r").static("z")

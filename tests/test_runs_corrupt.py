@@ -308,6 +308,13 @@ def test_a_recording_described_wrongly_is_a_one_line_error(runs, change, words, 
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_labkit_runs_list_shows_a_wrongly_described_recording_as_corrupt(runs, capsys):
+    edit_manifest(runs / "b-bad", lambda m: m.update(layers="garbage"))
+    assert main(["runs", "list", str(runs)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "corrupt" in rows["b-bad"] and "corrupt" not in rows["a-good"]
+
+
 BAD_ROWS = [
     {"step": "7", "loss": 1.0},
     {"step": 7, "loss": "abc"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from labkit.recording import check_recorded
 from labkit.runs import RunSummary, list_runs
 
 
@@ -73,7 +74,7 @@ def format_table(summaries: list[RunSummary]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    summaries = list_runs(args.directory)
+    summaries = list_runs(args.directory, check=check_recorded)
     if not summaries:
         print(f"no runs in {args.directory}; make one with `labkit train`")
         return 0

@@ -349,8 +349,12 @@ class Run:
         return sorted(name for name in self.manifest["record_arrays"] if name.startswith(prefix))
 
     def static(self, name: str) -> np.ndarray:
-        """A static array (written once at creation)."""
-        return self._read(self._array(name, "static_arrays"), ..., name)
+        """A static array (written once at creation, as one chunk the writer always
+        stores): a missing chunk file is corruption, never zeros."""
+        array = self._array(name, "static_arrays")
+        if array.size and not self._has_chunk(array, name, 0):
+            raise CorruptRunError(f"{self.path}: static array {name!r} is missing its chunk file")
+        return self._read(array, ..., name)
 
     # -- the rest
 

@@ -237,6 +237,7 @@ class RunWriter:
                 chunks=tuple(max(1, d) for d in value.shape),
                 dtype=value.dtype,
                 chunk_key_encoding=CHUNK_KEYS,
+                config={"write_empty_chunks": True},  # a reader can tell "gone" from zeros
             )
             array[...] = value
         for name in (METRICS, RECORDS):  # the commit log last: its existence means ready
