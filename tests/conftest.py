@@ -38,3 +38,15 @@ def pytest_setup_options():
 def _no_data_from_the_environment(monkeypatch):
     """Tests train on the bundled sample: a user's LABKIT_DATA must not change them."""
     monkeypatch.delenv("LABKIT_DATA", raising=False)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One small recorded lenet run (1 epoch on the bundled sample), trained once for the
+    dashboard tests that copy it; never change it in place."""
+    from labkit.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    args = ["train", "--epochs", "1", "--record-every", "20", "--no-progress"]
+    assert main([*args, "--out", str(root / "run")]) == 0
+    return root / "run"

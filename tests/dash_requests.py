@@ -18,6 +18,9 @@ from __future__ import annotations
 URL = "/_dash-update-component"
 
 
+CLICK = "check-status.children"  # the check button's status: what a click answers
+
+
 def callback_key(app, output: str) -> str:
     """The ``callback_map`` key of the callback that writes ``output`` (``"id.property"``)."""
     keys = [key for key in app.callback_map if output in outputs_of(key)]

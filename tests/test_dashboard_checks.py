@@ -9,7 +9,7 @@ import threading
 
 import dash
 import pytest
-from dash_requests import answer, post
+from dash_requests import CLICK, answer, post
 
 from dashboards import callbacks
 from dashboards.app import create_app, free_port
@@ -17,16 +17,7 @@ from dashboards.store import RunStore
 from labkit.cli import main
 from labkit.runs import write_gradcheck
 
-CLICK = "check-status.children"
 TABLE = "gradchecks.data"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trained")
-    args = ["train", "--epochs", "1", "--record-every", "20", "--no-progress"]
-    assert main([*args, "--out", str(root / "lenet")]) == 0
-    return root / "lenet"
 
 
 @pytest.fixture

@@ -8,23 +8,12 @@ import logging
 import shutil
 
 import pytest
-from dash_requests import URL, answer, post
+from dash_requests import CLICK, URL, answer, post
 
 from dashboards import callbacks
 from dashboards.app import create_app
 from dashboards.store import RunStore
-from labkit.cli import main
 from labkit.recording import Recording
-
-CLICK = "check-status.children"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trained")
-    args = ["train", "--epochs", "1", "--record-every", "20", "--no-progress"]
-    assert main([*args, "--out", str(root / "run")]) == 0
-    return root / "run"
 
 
 @pytest.fixture

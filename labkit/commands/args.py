@@ -20,14 +20,19 @@ def add_model_argument(parser, default: str | None = "lenet", what: str = "") ->
     parser.add_argument("--model", default=default, metavar="MODEL", help=MODEL_HELP + what + shown)
 
 
-def positive_int(text: str) -> int:
+def _integer(text: str, what: str, low: int, high: int | None = None, *, short: str = "") -> int:
+    """``text`` as an integer in ``[low, high]``; else an argparse error naming ``what``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{short or f'must be {what}'}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, "a positive integer", 1, short="must be positive")
 
 
 def positive_float(text: str) -> float:
@@ -42,13 +47,7 @@ def positive_float(text: str) -> float:
 
 def seed(text: str) -> int:
     """A random seed: a non-negative integer (what NumPy's generators take)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
+    return _integer(text, "a non-negative integer", 0)
 
 
 def default_data() -> str:
@@ -57,10 +56,4 @@ def default_data() -> str:
 
 def port_number(text: str) -> int:
     """A TCP port to listen on: 1 to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
-    return value
+    return _integer(text, "a port number", 1, 65535, short="a port is 1 to 65535")

@@ -19,7 +19,6 @@ from labkit.commands.args import (
     seed,
 )
 from labkit.data import load_mnist
-from labkit.errors import LabkitError, one_line
 from labkit.fit import DEFAULT_LR, fit
 from labkit.optim import OPTIMIZERS
 from labkit.recorder import RecordSchedule
@@ -87,28 +86,23 @@ def run(args: argparse.Namespace) -> int:
         f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, {args.epochs} epochs"
         f"{recording} -> {out}"
     )
-    try:
-        fitted = fit(
-            network,
-            run=out,
-            epochs=args.epochs,
-            data=data,
-            optimizer=args.optimizer,
-            lr=lr,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            threads=args.threads,
-            record=not args.no_record,
-            record_every=args.record_every,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            model=args.model,
-            callbacks=[_EpochPrinter(args.epochs)],
-        )
-    except OSError as exc:  # a full disk or a read-only folder while writing the run
-        where = exc.filename or out
-        reason = exc.strerror or one_line(exc)
-        raise LabkitError(f"{where}: cannot write the run ({reason})") from None
+    fitted = fit(
+        network,
+        run=out,
+        epochs=args.epochs,
+        data=data,
+        optimizer=args.optimizer,
+        lr=lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        threads=args.threads,
+        record=not args.no_record,
+        record_every=args.record_every,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        model=args.model,
+        callbacks=[_EpochPrinter(args.epochs)],
+    )
     if fitted.interrupted:
         number = fitted.signal or signal.SIGINT
         steps = fitted.result.steps
