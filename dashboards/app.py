@@ -10,6 +10,7 @@ from dash import Dash, html
 
 from dashboards import callbacks, layout
 from dashboards.guard import protect
+from dashboards.runindex import version_of
 from dashboards.store import RunStore
 from labkit.usercode import Model, with_layers
 
@@ -48,7 +49,7 @@ def create_app(
                     [layout.empty_page(str(runs_dir))] + [html.Pre(o["label"]) for o in options]
                 )
             return layout.empty_page(str(runs_dir))
-        return layout.page(options, usable[-1])
+        return layout.page(options, version_of(options))
 
     app.layout = serve_layout
     callbacks.register(app, store)

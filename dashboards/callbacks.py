@@ -1,38 +1,46 @@
-"""What each control does: plain functions of the inputs (testable without a browser),
-wired to the page by :func:`register`."""
+"""What each control does, wired to the page: the panels are :mod:`dashboards.panels`,
+the address's view :mod:`dashboards.view`, and the two client-side callbacks (moving the
+step marker, keeping the address) live in assets/view.js.
+
+A step move asks the server only for what a step changes (histograms, kernels, feature
+maps, probabilities, warnings: :func:`dashboards.panels.step_patch`); the figures over
+training keep their data and the browser moves their marker.
+"""
 
 from __future__ import annotations
 
-import itertools
+import time
 
-import numpy as np
-from dash import Dash, Input, Output, State, ctx, html, no_update
+from dash import ClientsideFunction, Dash, Input, Output, State, ctx, html, no_update
+from dash.exceptions import PreventUpdate
 
-from dashboards import figures
+from dashboards import view
 from dashboards.failsafe import panel_callback
 from dashboards.gradchecks import check_at_step, gradcheck_page, gradcheck_rows
-from dashboards.runids import leads_out, resolve_run
+from dashboards.panels import (
+    FIGURES_OVER_TRAINING,
+    STEP_PARTS,
+    clip_record,
+    feature_panel,
+    kernel_panel,
+    only_step_moved,
+    record_at,
+    run_panels,
+    step_panels,
+    step_patch,
+)
+from dashboards.runids import resolve_run
+from dashboards.runindex import version_of
 from dashboards.store import CachedRun, RunStore
 from labkit.errors import LabkitError
-from labkit.recording import ACTIVATION, GRADIENT, KINDS
+
+EMPTY_CHECKS = "None yet: run one with the button above, or `labkit gradcheck --run RUN`."
 
 
 def run_options(store: RunStore) -> list[dict]:
     """Dropdown options: every run with its status; a corrupt run, or a link to a run
     outside the folder, is shown, disabled."""
-    options = []
-    for summary in store.summaries():
-        name = summary.path.name
-        if reason := leads_out(store.runs_dir, name):
-            options.append({"label": f"{name} — {reason}", "value": name, "disabled": True})
-        elif summary.error is not None:
-            options.append(
-                {"label": f"{name} — corrupt: {summary.error}", "value": name, "disabled": True}
-            )
-        else:
-            made = f", --model {summary.model}" if summary.model else ""
-            options.append({"label": f"{name} ({summary.status}{made})", "value": name})
-    return options
+    return store.index.options()
 
 
 def run_controls(
@@ -75,102 +83,48 @@ def next_record(trigger: str | None, record: int, steps: list[int], playing: boo
     return record
 
 
-def step_panels(cached: CachedRun, record: int, layer: int, compare: CachedRun | None) -> tuple:
-    """Label, curves, histograms, their distributions over time, gradient flow, update flow
-    and warnings."""
-    run = cached.run
-    if cached.records == 0:
-        empty = figures.empty_figure("no completed record yet")
-        return ("no record yet",) + (empty,) * 7 + ([],)
-    record = int(np.clip(record, 0, cached.records - 1))
-    steps = run.steps
-    step = int(steps[record])
-    epoch = run.records[record]["epoch"]
-    names = [e["key"] for e in run.layers]
-    classes = [e["class"] for e in run.layers]
-    edges, fields = run.hist_edges, run.stats_fields
-    curves = figures.training_curves(cached.metrics, step)
-    if compare is not None and compare is not cached:
-        for trace in figures.training_curves(compare.metrics, None).data:
-            trace.name = f"{trace.name} ({compare.run.path.name})"
-            trace.line = {"dash": "dot"}
-            curves.add_trace(trace)
-    hist = cached.hist
-    activation = figures.histogram_at_step(
-        hist[record, layer, ACTIVATION], edges, f"{names[layer]} activations"
-    )
-    gradient = figures.histogram_at_step(
-        hist[record, layer, GRADIENT], edges, f"{names[layer]} gradients"
-    )
-    name = names[layer]
-    activations_over_time = figures.histogram_over_time(
-        steps, hist[:, layer, ACTIVATION], edges, step, title=f"{name} activations over training"
-    )
-    over_time = figures.histogram_over_time(
-        steps, hist[:, layer, GRADIENT], edges, step, title=f"{name} gradients over training"
-    )
-    l2 = fields.index("l2")
-    flow = figures.gradient_flow(steps, names, cached.stats[:, :, GRADIENT, l2], step)
-    ratio_names = run.update_ratio_names
-    updates = figures.gradient_flow(
-        steps,
-        ratio_names,
-        cached.update_ratio,
-        step,
-        title="update / weight ratio per parameter",
-        thresholds=figures.UPDATE_RATIO_THRESHOLDS,
-    )
-    warnings = figures.health_warnings(
-        names,
-        {kind: cached.stats[record, :, row] for row, kind in enumerate(KINDS)},
-        classes,
-        fields=fields,
-        update_ratios=dict(zip(ratio_names, cached.update_ratio[record].tolist(), strict=True)),
-    )
-    label = f"step {step:,} · epoch {epoch} · record {record + 1}/{cached.records}"
-    return (
-        label,
-        curves,
-        activation,
-        gradient,
-        activations_over_time,
-        over_time,
-        flow,
-        updates,
-        warnings,
-    )
+def first_view(store: RunStore, search: object) -> tuple[str | None, str | None, dict, str]:
+    """The run, compared run, wanted view and notice for the address ``search``: the run
+    it names if the folder offers it, else the newest run."""
+    wanted = view.parse_query(search)
+    entries = store.index.refresh()
+    usable = {entry.name for entry in entries if entry.usable}
+    asked = wanted.get("run")
+    name = asked if asked in usable else store.index.newest(entries)
+    notice = ""
+    if asked is not None and asked not in usable:
+        notice = f"There is no run {asked!r} here to show; this is the newest run, {name}."
+    compare = wanted.get("compare")
+    compare = compare if compare in usable and compare != name else None
+    return name, compare, {**wanted, "run": name}, notice
 
 
-def kernel_panel(cached: CachedRun, record: int, layer: int | None, mode: str):
-    """A convolution's kernels at the step, or their change since the first record."""
-    if layer is None or cached.records == 0:
-        return figures.empty_figure("no convolution in this network")
-    run = cached.run
-    record = int(np.clip(record, 0, cached.records - 1))
-    key, step = run.key(layer), int(run.steps[record])
-    kernels = run.kernels(layer, step)
-    if mode == "change":
-        kernels = kernels - run.kernels(layer, int(run.steps[0]))
-        return figures.kernel_grid(kernels, f"{key} kernels: change since the first record")
-    return figures.kernel_grid(kernels, f"{key} kernels at step {step:,}")
+def apply_view(controls: dict, wanted: dict) -> dict:
+    """The slider's record and the pickers' values that ``wanted`` (from the address)
+    asks for, each only if this run offers it."""
+    chosen = {}
+    step = view.as_int(wanted.get("step"))
+    if step is not None and controls["steps"]:
+        at = record_at(controls["steps"], step)
+        chosen["record"] = 0 if at is None else at
+    layer = view.pick_layer(wanted.get("layer"), controls["layers"])
+    if layer is not None:
+        chosen["layer"] = chosen["maps"] = layer
+        if layer in [o["value"] for o in controls["convolutions"]]:
+            chosen["kernels"] = layer
+    for key, options in (("kernels", controls["convolutions"]), ("maps", controls["layers"])):
+        picked = view.pick_layer(wanted.get(key), options)
+        if picked is not None:
+            chosen[key] = picked
+    probe = view.as_int(wanted.get("probe"))
+    if probe is not None and probe < len(controls["probes"]):
+        chosen["probe"] = probe
+    return chosen
 
 
-def feature_panel(cached: CachedRun, record: int, probe: int, layer: int | None) -> tuple:
-    """The probe digit, the network's probabilities for it, and a layer's feature maps."""
-    if layer is None or cached.records == 0:
-        empty = figures.empty_figure("no record yet")
-        return empty, empty, empty
-    run = cached.run
-    step = int(run.steps[np.clip(record, 0, cached.records - 1)])
-    label = int(run.probe_labels[probe])
-    probs = run.probabilities(step)[probe]
-    key = run.key(layer)
-    maps = run.feature_map(layer, step)[probe]
-    return (
-        figures.probe_image(run.probe_images[probe], label, int(np.argmax(probs))),
-        figures.probabilities_bar(probs, label),
-        figures.feature_map_grid(maps, f"{key} output for probe {probe}"),
-    )
+def keep(value, options: list[dict], default):
+    """``value`` if it is among ``options``' values, else ``default``."""
+    return value if value in [o["value"] for o in options] else default
 
 
 def register(app: Dash, store: RunStore) -> None:
@@ -181,13 +135,30 @@ def register(app: Dash, store: RunStore) -> None:
         return store.get(resolve_run(store.runs_dir, name))
 
     @app.callback(
+        Output("run", "value"),
+        Output("compare", "value"),
+        Output("view", "data"),
+        Output("notice", "children"),
+        Input("url", "search"),
+    )
+    def open_view(search):
+        name, compare, wanted, notice = first_view(store, search)
+        return name, compare, wanted, notice
+
+    @app.callback(
         Output("run", "options"),
         Output("compare", "options"),
+        Output("runs-version", "data"),
         Input("live", "n_intervals"),
+        State("runs-version", "data"),
+        prevent_initial_call=True,
     )
-    def refresh_runs(_):
+    def refresh_runs(_, shown_version):
         options = run_options(store)
-        return options, options
+        version = version_of(options)
+        if version == shown_version:
+            raise PreventUpdate  # the page has this list: send nothing
+        return options, options, version
 
     @panel_callback(
         app,
@@ -202,38 +173,48 @@ def register(app: Dash, store: RunStore) -> None:
         Output("feature-layer", "value"),
         Output("probe", "options"),
         Output("probe", "value"),
+        Output("axis", "value"),
+        Output("view", "data", allow_duplicate=True),
         Input("run", "value"),
         Input("live", "n_intervals"),
+        State("view", "data"),
         State("record", "value"),
         State("records", "data"),
         State("layer", "value"),
         State("kernel-layer", "value"),
         State("feature-layer", "value"),
         State("probe", "value"),
+        prevent_initial_call=True,  # the run is chosen by open_view, from the address
     )
-    def choose_run(name, _, record, shown_steps, layer, kernel_layer, feature_layer, probe):
+    def choose_run(name, _, wanted, record, shown_steps, layer, kernel_layer, feature_layer, probe):
         if name is None:
-            return (no_update,) * 11
+            return (no_update,) * 13
         name = resolve_run(store.runs_dir, name)
         live = ctx.triggered_id == "live"
         if live and len(store.get(name).run.steps) == len(shown_steps or []):
-            return (no_update,) * 11  # nothing new: leave every panel alone
+            return (no_update,) * 13  # nothing new: leave every panel alone
         shown = len(shown_steps) if live and shown_steps else None
         controls = run_controls(store, name, record if live else None, shown)
-        convs = [o["value"] for o in controls["convolutions"]]
-        layers = [o["value"] for o in controls["layers"]]
+        layers, convs = controls["layers"], controls["convolutions"]
+        first = layers[0]["value"] if layers else None
+        chosen = {}
+        if not live and isinstance(wanted, dict) and wanted.get("run") == name:
+            chosen = apply_view(controls, wanted)  # the address's view, once
+        axis = view.axis_mode((wanted or {}).get("axis")) if chosen or not live else None
         return (
             controls["max"],
-            controls["record"],
+            chosen.get("record", controls["record"]),
             controls["steps"],
-            controls["layers"],
-            layer if layer in layers else (layers[0] if layers else None),
-            controls["convolutions"],
-            kernel_layer if kernel_layer in convs else (convs[0] if convs else None),
-            controls["layers"],
-            feature_layer if feature_layer in layers else (layers[0] if layers else None),
+            layers,
+            chosen.get("layer", keep(layer, layers, first)),
+            convs,
+            chosen.get("kernels", keep(kernel_layer, convs, convs[0]["value"] if convs else None)),
+            layers,
+            chosen.get("maps", keep(feature_layer, layers, first)),
             controls["probes"],
-            probe if probe in range(len(controls["probes"])) else 0,
+            chosen.get("probe", keep(probe, controls["probes"], 0)),
+            axis or no_update,
+            None if chosen else no_update,  # the address's view is applied once
         )
 
     @app.callback(
@@ -261,28 +242,72 @@ def register(app: Dash, store: RunStore) -> None:
 
     @panel_callback(
         app,
+        *(Output(figure, "figure") for figure in FIGURES_OVER_TRAINING),
+        Output("drawn", "data"),
+        Input("run", "value"),
+        Input("layer", "value"),
+        Input("compare", "value"),
+        Input("axis", "value"),
+        Input("records", "data"),
+        State("record", "value"),
+    )
+    def show_training(name, layer, compare, axis, _, record):
+        if name is None or layer is None:
+            return (no_update,) * (len(FIGURES_OVER_TRAINING) + 1)
+        cached = run(name)
+        other = run(compare) if compare is not None else None
+        panels, drawn = run_panels(cached, layer, other, axis or "auto", record or 0)
+        return (*panels, {**drawn, "at": time.time_ns()})  # "at": always a new value
+
+    app.clientside_callback(
+        ClientsideFunction("labkit", "moveMarkers"),
+        *(Output(figure, "figure", allow_duplicate=True) for figure in FIGURES_OVER_TRAINING),
+        Input("record", "value"),
+        Input("drawn", "data"),
+        State("records", "data"),
+        *(State(figure, "figure") for figure in FIGURES_OVER_TRAINING),
+        prevent_initial_call=True,
+    )
+
+    app.clientside_callback(
+        ClientsideFunction("labkit", "keepAddress"),
+        Output("address", "data"),
+        Input("run", "value"),
+        Input("compare", "value"),
+        Input("record", "value"),
+        Input("layer", "value"),
+        Input("kernel-layer", "value"),
+        Input("feature-layer", "value"),
+        Input("probe", "value"),
+        Input("axis", "value"),
+        State("records", "data"),
+        State("layer", "options"),
+        prevent_initial_call=True,
+    )
+
+    @panel_callback(
+        app,
         Output("step-label", "children"),
-        Output("curves", "figure"),
         Output("hist-activation", "figure"),
         Output("hist-gradient", "figure"),
-        Output("hist-time-activation", "figure"),
-        Output("hist-time", "figure"),
-        Output("gradient-flow", "figure"),
-        Output("update-flow", "figure"),
         Output("warnings", "children"),
         Input("run", "value"),
         Input("record", "value"),
         Input("layer", "value"),
         Input("compare", "value"),
+        Input("records", "data"),
         blank={"warnings.children": []},
     )
-    def show_step(name, record, layer, compare):
+    def show_step(name, record, layer, compare, _):
         if name is None or layer is None:
-            return (no_update,) * 9
+            return (no_update,) * 4
         cached = run(name)
         other = run(compare) if compare is not None else None
-        outputs = step_panels(cached, record or 0, layer, other)
-        return (*outputs[:8], [html_line(text) for text in outputs[8]])
+        label, activation, gradient, warnings = step_panels(cached, record, layer, other)
+        if only_step_moved(ctx.triggered_prop_ids):
+            activation = step_patch(activation, STEP_PARTS["hist"])
+            gradient = step_patch(gradient, STEP_PARTS["hist"])
+        return label, activation, gradient, [html_line(text) for text in warnings]
 
     @panel_callback(
         app,
@@ -291,11 +316,15 @@ def register(app: Dash, store: RunStore) -> None:
         Input("record", "value"),
         Input("kernel-layer", "value"),
         Input("kernel-mode", "value"),
+        Input("records", "data"),
     )
-    def show_kernels(name, record, layer, mode):
+    def show_kernels(name, record, layer, mode, _):
         if name is None:
             return no_update
-        return kernel_panel(run(name), record or 0, layer, mode)
+        panel = kernel_panel(run(name), record, layer, mode)
+        if only_step_moved(ctx.triggered_prop_ids):
+            return step_patch(panel, STEP_PARTS["kernels"])
+        return panel
 
     @panel_callback(
         app,
@@ -306,13 +335,19 @@ def register(app: Dash, store: RunStore) -> None:
         Input("record", "value"),
         Input("probe", "value"),
         Input("feature-layer", "value"),
+        Input("records", "data"),
     )
-    def show_features(name, record, probe, layer):
+    def show_features(name, record, probe, layer, _):
         if name is None:
             return (no_update,) * 3
-        return feature_panel(run(name), record or 0, probe or 0, layer)
-
-    stored = itertools.count(1)  # a new value for "checks-stored" after each check
+        image, probs, maps = feature_panel(run(name), record, probe or 0, layer)
+        if only_step_moved(ctx.triggered_prop_ids):
+            return (
+                step_patch(image, STEP_PARTS["probe"]),
+                step_patch(probs, STEP_PARTS["probs"]),
+                step_patch(maps, STEP_PARTS["features"]),
+            )
+        return image, probs, maps
 
     @panel_callback(
         app,
@@ -330,16 +365,17 @@ def register(app: Dash, store: RunStore) -> None:
         if ctx.triggered_id != "run-check":
             return "", no_update  # a newly chosen run: no status yet
         try:
-            status = check_at_step(cached, int(record or 0), store.model_for(cached.run))
+            status = check_at_step(cached, clip_record(cached, record), store.model_for(cached.run))
         except LabkitError as exc:  # a check already running, a layer the code lacks
             return str(exc), no_update
-        return status, next(stored)
+        return status, time.time_ns()  # a new value in every server process
 
     @panel_callback(
         app,
         Output("gradchecks", "data"),
         Output("gradchecks", "page_count"),
         Output("gradchecks", "page_current"),
+        Output("gradchecks-empty", "children"),
         Input("run", "value"),
         Input("gradchecks", "page_current"),
         Input("gradchecks", "page_size"),
@@ -349,10 +385,11 @@ def register(app: Dash, store: RunStore) -> None:
     )
     def show_gradchecks(name, page, size, sort_by, _):
         if name is None:
-            return no_update, no_update, no_update
+            return no_update, no_update, no_update, no_update
         if ctx.triggered_id in ("run", "checks-stored"):
             page = 0  # another run, or a new report (newest first): the first page
-        return gradcheck_page(gradcheck_rows(run(name)), page, size, sort_by)
+        rows = gradcheck_rows(run(name))
+        return (*gradcheck_page(rows, page, size, sort_by), "" if rows else EMPTY_CHECKS)
 
 
 def html_line(text: str) -> html.Div:

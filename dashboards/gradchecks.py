@@ -81,9 +81,10 @@ def check_at_step(cached: CachedRun, record: int, model: Model | None = None) ->
 
 def gradcheck_rows(cached: CachedRun) -> list[dict]:
     """Every stored gradient-check report of the run, newest first, as table rows."""
+    reports = cached.run.gradchecks
     rows = []
-    for report in reversed(cached.run.gradchecks):
-        rows.extend(figures.gradcheck_table(report))
+    for number in range(len(reports), 0, -1):
+        rows.extend(figures.gradcheck_table(reports[number - 1], number))
     return rows
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dash import dash_table, dcc, html
 
-from dashboards.figures import GRADCHECK_COLUMNS
+from dashboards.figures import AXIS_LABELS, AXIS_MODES, GRADCHECK_COLUMNS
 
 PANEL = {"border": "1px solid #e3e8ef", "borderRadius": "6px", "padding": "6px", "margin": "4px"}
 ROW = {"display": "flex", "flexWrap": "wrap"}
@@ -31,27 +31,51 @@ def empty_page(runs_dir: str) -> html.Div:
     )
 
 
-def page(run_options: list[dict], first_run: str | None) -> html.Div:
-    """The dashboard for a folder that holds at least one run."""
+def labelled(label: str, control, width: str = "32%") -> html.Div:
+    """A control with its label above it."""
+    return html.Div([html.Label(label), control], style={"width": width, "margin": "4px"})
+
+
+def page(run_options: list[dict], runs_version: str) -> html.Div:
+    """The dashboard for a folder that holds at least one run. Which run, step, layer and
+    probe it shows come from the address (``?run=&step=&layer=&probe=``, see
+    :mod:`dashboards.view`), read once the page has loaded."""
+    state = [
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="view"),  # the view the address asks for, until the run applies it
+        dcc.Store(id="runs-version", data=runs_version),
+        dcc.Store(id="drawn"),  # how the figures over training were drawn: marker.js
+        dcc.Store(id="address"),  # written by the address-keeping client-side callback
+    ]
     controls = html.Div(
         [
-            html.Div(
-                [
-                    html.Label("run"),
-                    dcc.Dropdown(run_options, first_run, id="run", clearable=False),
-                ],
-                style={"width": "32%", "margin": "4px"},
+            labelled("run", dcc.Dropdown(run_options, None, id="run", clearable=False)),
+            labelled(
+                "compare with",
+                dcc.Dropdown(run_options, None, id="compare", placeholder="(none)"),
+                "22%",
             ),
-            html.Div(
-                [
-                    html.Label("compare with"),
-                    dcc.Dropdown(run_options, None, id="compare", placeholder="(none)"),
-                ],
-                style={"width": "32%", "margin": "4px"},
+            labelled(
+                "step axis",
+                dcc.RadioItems(
+                    [{"label": AXIS_LABELS[mode], "value": mode} for mode in AXIS_MODES],
+                    "auto",
+                    id="axis",
+                    inline=True,
+                    inputStyle={"marginRight": "3px"},
+                    labelStyle={"marginRight": "8px"},
+                ),
+                "20%",
             ),
-            html.Div(id="warnings", style={"width": "32%", "margin": "4px", "color": "#b03a2e"}),
         ],
         style=ROW,
+    )
+    warnings = html.Div(
+        [
+            html.Div(id="notice", style={"color": "#7f5a00"}),
+            html.Div(id="warnings", style={"color": "#b03a2e"}),
+        ],
+        style={"margin": "0 8px"},
     )
     player = html.Div(
         [
@@ -60,7 +84,16 @@ def page(run_options: list[dict], first_run: str | None) -> html.Div:
             html.Button("▶", id="forward", title="next record (→)"),
             html.Span(id="step-label", style={"margin": "0 12px", "fontWeight": "bold"}),
             html.Div(
-                dcc.Slider(0, 0, 1, value=0, id="record", marks=None, updatemode="drag"),
+                dcc.Slider(
+                    0,
+                    0,
+                    1,
+                    value=0,
+                    id="record",
+                    marks=None,
+                    updatemode="drag",
+                    allow_direct_input=False,  # its box showed the 0-based index
+                ),
                 style={"flex": "1"},
             ),
             dcc.Interval(id="player", interval=500, disabled=True),
@@ -69,17 +102,14 @@ def page(run_options: list[dict], first_run: str | None) -> html.Div:
         ],
         style={**ROW, "alignItems": "center", **PANEL},
     )
-    layer_picker = html.Div(
-        [
-            html.Label("layer"),
-            dcc.Dropdown([], None, id="layer", clearable=False),
-        ],
-        style={"width": "30%", "margin": "4px"},
+    layer_picker = labelled(
+        "layer (histograms)", dcc.Dropdown([], None, id="layer", clearable=False), "30%"
     )
     kernels = html.Div(
         [
             html.Div(
                 [
+                    html.Label("convolution"),
                     dcc.Dropdown([], None, id="kernel-layer", clearable=False),
                     dcc.RadioItems(
                         [
@@ -100,9 +130,16 @@ def page(run_options: list[dict], first_run: str | None) -> html.Div:
         [
             html.Div(
                 [
-                    dcc.Dropdown([], 0, id="probe", clearable=False, style={"width": "40%"}),
-                    dcc.Dropdown([], None, id="feature-layer", clearable=False),
-                ]
+                    labelled(
+                        "probe digit", dcc.Dropdown([], 0, id="probe", clearable=False), "40%"
+                    ),
+                    labelled(
+                        "layer (its output for the probe)",
+                        dcc.Dropdown([], None, id="feature-layer", clearable=False),
+                        "55%",
+                    ),
+                ],
+                style=ROW,
             ),
             html.Div(
                 [
@@ -141,14 +178,17 @@ def page(run_options: list[dict], first_run: str | None) -> html.Div:
                 sort_by=[],
                 style_cell={"fontSize": 12},
             ),
+            html.Div(id="gradchecks-empty", style={"color": "#7f8ea3", "margin": "6px"}),
         ],
         style={**PANEL, "width": "98%"},
     )
     return html.Div(
         [
+            *state,
             html.H2("labkit — training replay", style={"margin": "8px"}),
             controls,
             player,
+            warnings,
             html.Div([graph("curves", 320, "98%")], style=ROW),
             html.Div([layer_picker], style=ROW),
             html.Div(

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from labkit.errors import LabkitError
-from labkit.runs import iter_run_dirs
 from labkit.runs.format import GRADCHECKS
+from labkit.runs.listing import is_run_folder
 
 
 class BadRunId(LabkitError):
@@ -30,7 +30,7 @@ def resolve_run(runs_dir: str | os.PathLike, name: object) -> str:
     if not isinstance(name, str) or not name or name in (".", "..") or not is_one_part(name):
         raise BadRunId(f"{name!r} is not a run name")
     runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir() or name not in {path.name for path in iter_run_dirs(runs_dir)}:
+    if not is_run_folder(runs_dir / name):
         raise BadRunId(f"{name!r} is not a run in this folder")
     reason = leads_out(runs_dir, name)
     if reason:

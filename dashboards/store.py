@@ -6,16 +6,20 @@ extended with new records only, so moving the step slider reads just that step's
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from dashboards.runindex import RunIndex
 from labkit.errors import LabkitError
 from labkit.recording import HIST, STATS, UPDATE_RATIO, Recording, open_recording
-from labkit.runs import RunSummary, list_runs
 from labkit.usercode import Model, with_layers
+
+MAX_OPEN_RUNS = 12  # runs kept open per server process (a 2,000-record run's tables: ~10 MB)
 
 
 @dataclass
@@ -67,12 +71,15 @@ class CachedRun:
 
 
 class RunStore:
-    """The runs under one folder, by name."""
+    """The runs under one folder, by name: the run list (:class:`RunIndex`) and the
+    :data:`MAX_OPEN_RUNS` most recently viewed runs, open."""
 
     def __init__(self, runs_dir: str | Path, models: Sequence[Model] = ()) -> None:
         self.runs_dir = Path(runs_dir)
         self.models = tuple(models)
-        self._cache: dict[str, CachedRun] = {}
+        self.index = RunIndex(self.runs_dir)
+        self._cache: OrderedDict[str, CachedRun] = OrderedDict()
+        self._lock = threading.Lock()  # the server answers callbacks on several threads
 
     def model_for(self, run: Recording) -> Model | None:
         """The ``--model`` given to the dashboard that the run was trained from, if any;
@@ -83,29 +90,22 @@ class RunStore:
         classes = [cls for model in self.models for cls in model.classes]
         return with_layers(None, dict.fromkeys(classes))
 
-    def summaries(self) -> list[RunSummary]:
-        """Every run in the folder, by name; [] if there is none.
-
-        A run that can't be read, or whose description the dashboard can't use (a
-        :class:`Recording` refuses it), is listed as corrupt with its one-line error:
-        one bad run never hides the others.
-        """
-        if not self.runs_dir.is_dir():
-            return []
-        return list_runs(self.runs_dir, check=Recording)
-
     def get(self, name: str) -> CachedRun:
         """The named run, opened on first use and refreshed on every call."""
-        cached = self._cache.get(name)
-        if cached is None:
-            path = self.runs_dir / name
-            if path.parent != self.runs_dir or not path.is_dir():
-                raise LabkitError(f"{path}: no such run")
-            cached = CachedRun(open_recording(path))
-            self._cache[name] = cached
-        try:
-            cached.refresh()
-        except LabkitError:
-            del self._cache[name]  # broken since it was opened: open it anew next time
-            raise
-        return cached
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached is None:
+                path = self.runs_dir / name
+                if path.parent != self.runs_dir or not path.is_dir():
+                    raise LabkitError(f"{path}: no such run")
+                cached = CachedRun(open_recording(path))
+                self._cache[name] = cached
+                while len(self._cache) > MAX_OPEN_RUNS:
+                    self._cache.popitem(last=False)  # the least recently viewed
+            self._cache.move_to_end(name)
+            try:
+                cached.refresh()
+            except LabkitError:
+                self._cache.pop(name, None)  # broken since it was opened: open it anew next time
+                raise
+            return cached

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from dashboards import callbacks
+from dashboards import callbacks, panels
 from dashboards.app import create_app
 from dashboards.store import RunStore
 from labkit.cli import main
@@ -39,7 +39,8 @@ def test_runs_are_listed_and_a_corrupt_one_is_shown_disabled(runs_dir):
     options = {o["value"]: o for o in callbacks.run_options(RunStore(runs_dir))}
     assert options["lenet"]["label"] == "lenet (completed, --model lenet)"
     assert options["broken"]["disabled"] is True and "corrupt" in options["broken"]["label"]
-    assert "value='lenet'" in repr(create_app(runs_dir).layout())
+    assert "lenet (completed" in repr(create_app(runs_dir).layout())
+    assert callbacks.first_view(RunStore(runs_dir), "")[0] == "lenet"  # the only usable run
 
 
 def test_controls_cover_every_record_layer_and_probe(runs_dir):
@@ -78,27 +79,33 @@ def test_player_buttons(trigger, record, playing, expected):
 def test_every_panel_of_a_step(runs_dir):
     cached = RunStore(runs_dir).get("lenet")
     steps = cached.run.steps
-    label, *figures, warnings = callbacks.step_panels(cached, 3, 1, None)
+    label, *figures, warnings = panels.step_panels(cached, 3, 1, None)
     assert label.startswith(f"step {int(steps[3]):,} · epoch 1 · record 4/")
     assert all(isinstance(f, go.Figure) and f.data for f in figures)
     assert isinstance(warnings, list)
-    later = callbacks.step_panels(cached, len(steps) - 1, 1, None)
-    assert later[0] != label and later[2] != figures[1]  # the histogram follows the step
+    later = panels.step_panels(cached, len(steps) - 1, 1, None)
+    assert later[0] != label
+    assert list(later[1].data[0].y) != list(figures[0].data[0].y)  # the histogram follows
+    over_training, drawn = panels.run_panels(cached, 1, None, "auto", 3)
+    assert len(over_training) == len(panels.FIGURES_OVER_TRAINING) == len(drawn)
+    assert all(isinstance(f, go.Figure) and f.data for f in over_training)
+    for figure in over_training:  # the marker, first of the shapes, at the step
+        assert figure.layout.shapes[0].x0 == int(steps[3])
 
 
 def test_kernels_and_their_change_since_the_first_record(runs_dir):
     cached = RunStore(runs_dir).get("lenet")
-    first = callbacks.kernel_panel(cached, 0, 0, "change")
+    first = panels.kernel_panel(cached, 0, 0, "change")
     assert np.nanmax(np.abs(np.asarray(first.data[0].z, dtype=float))) == 0
-    last = callbacks.kernel_panel(cached, len(cached.run.steps) - 1, 0, "change")
+    last = panels.kernel_panel(cached, len(cached.run.steps) - 1, 0, "change")
     assert np.nanmax(np.abs(np.asarray(last.data[0].z, dtype=float))) > 0
-    weights = callbacks.kernel_panel(cached, 2, 3, "weights")
+    weights = panels.kernel_panel(cached, 2, 3, "weights")
     assert "03-Convolutional" in weights.layout.title.text
 
 
 def test_feature_panel_shows_the_probe_and_its_probabilities(runs_dir):
     cached = RunStore(runs_dir).get("lenet")
-    image, probs, maps = callbacks.feature_panel(cached, 1, 4, 2)
+    image, probs, maps = panels.feature_panel(cached, 1, 4, 2)
     stored = cached.run.probabilities(int(cached.run.steps[1]))[4]
     np.testing.assert_allclose(np.asarray(probs.data[0].y, dtype=float), stored, rtol=1e-6)
     assert image.data and maps.data
@@ -113,6 +120,11 @@ def test_a_fast_check_at_a_step_is_stored_and_listed(runs_dir):
     cached.refresh()
     rows = callbacks.gradcheck_rows(cached)
     assert rows and any("Convolutional" in str(row) for row in rows)
+    keys = [e["key"] for e in cached.run.layers]
+    assert {row["layer"] for row in rows} <= {*keys, "network"}  # one name for a layer
+    assert {row["step"] for row in rows} == {f"{step:,}"} and {row["report"] for row in rows} == {
+        "#1"
+    }
     (document,) = cached.run.gradchecks  # the document labkit gradcheck writes, and the step
     keys = {"subject", "created", "mode", "oracle", "seconds", "passed", "reports", "step"}
     assert set(document) == keys
@@ -122,12 +134,12 @@ def test_a_fast_check_at_a_step_is_stored_and_listed(runs_dir):
     assert subjects == [e["key"] for e in cached.run.layers] + ["network"]
 
 
-def test_comparing_two_runs_overlays_the_second_curves(runs_dir):
-    store = RunStore(runs_dir)
-    cached = store.get("lenet")
-    alone = callbacks.step_panels(cached, 1, 0, None)[1]
-    other = callbacks.step_panels(cached, 1, 0, cached)[1]  # the same run is not overlaid
-    assert len(other.data) == len(alone.data)
+def test_comparing_a_run_with_itself_overlays_nothing(runs_dir):
+    cached = RunStore(runs_dir).get("lenet")
+    alone, _ = panels.run_panels(cached, 0, None, "auto", 1)
+    itself, _ = panels.run_panels(cached, 0, cached, "auto", 1)
+    assert [len(f.data) for f in itself] == [len(f.data) for f in alone]
+    assert len(panels.step_panels(cached, 1, 0, cached)[1].data) == 1
 
 
 def test_a_port_in_use_is_one_line(capsys):

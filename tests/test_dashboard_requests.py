@@ -58,6 +58,7 @@ def click(name, record=0, n=1) -> dict:
 PANELS = {  # one output of each callback that takes a run id, with the page's other values
     "record.max": {"live.n_intervals": 0},
     "step-label.children": {"record.value": 0, "layer.value": 0},
+    "curves.figure": {"record.value": 0, "layer.value": 0, "axis.value": "auto"},
     "kernels.figure": {"record.value": 0, "kernel-layer.value": 0, "kernel-mode.value": "weights"},
     "features.figure": {"record.value": 0, "probe.value": 0, "feature-layer.value": 0},
     "gradchecks.data": {"gradchecks.page_current": 0, "gradchecks.page_size": 12},
@@ -208,13 +209,17 @@ def test_every_output_of_a_failing_panel_says_so(nest, monkeypatch):
         raise ValueError("no gradient norms")
 
     monkeypatch.setattr("dashboards.figures.gradient_flow", broken)
-    values = {"run.value": "lenet", **PANELS["step-label.children"]}
-    response = post(client, app, "step-label.children", values, ["run.value"])
+    values = {"run.value": "lenet", **PANELS["curves.figure"]}
+    response = post(client, app, "curves.figure", values, ["run.value"])
     assert response.status_code == 200
     message = "this panel failed: ValueError: no gradient norms"
+    for output in ("curves.figure", "gradient-flow.figure"):
+        figure = answer(response, output)
+        assert figure["layout"]["annotations"][0]["text"].replace("<br>", " ") == message
+    monkeypatch.setattr("dashboards.figures.histogram_at_step", broken)
+    values = {"run.value": "lenet", **PANELS["step-label.children"]}
+    response = post(client, app, "step-label.children", values, ["run.value"])
     assert answer(response, "step-label.children") == message
-    figure = answer(response, "gradient-flow.figure")
-    assert figure["layout"]["annotations"][0]["text"].replace("<br>", " ") == message
 
 
 def test_a_failure_is_one_line_and_a_labkit_error_keeps_its_own():

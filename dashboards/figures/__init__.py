@@ -14,10 +14,20 @@ validated once when made and again by the figure). The look is ``TEMPLATE``, the
 part of plotly's ``plotly_white`` with small fonts and compact margins: the full
 ``plotly_white`` is validated again for every figure that names it, ~12 ms each.
 
-The figures are split by what they show: :mod:`.training` (over steps), :mod:`.images`
-(one step's arrays), :mod:`.tables` (check reports), on the look in :mod:`.style`.
+The figures are split by what they show: :mod:`.training` (curves and histograms over
+steps), :mod:`.flow` (gradient and update flow, health warnings), :mod:`.images` (one
+step's arrays), :mod:`.tables` (check reports), on the look in :mod:`.style` and the
+step axis two compared runs share in :mod:`.axes`.
 """
 
+from dashboards.figures.axes import AXIS_LABELS, AXIS_MODES, LINEAR, StepAxis, choose_axis
+from dashboards.figures.flow import (
+    GRADIENT_BANDS,
+    UPDATE_BANDS,
+    gradient_flow,
+    health_warnings,
+    update_ratio_warnings,
+)
 from dashboards.figures.images import (
     feature_map_grid,
     kernel_grid,
@@ -26,6 +36,7 @@ from dashboards.figures.images import (
 )
 from dashboards.figures.style import (
     BAR_COLOR,
+    COMPARE_COLOR,
     DEAD_FRACTION,
     DIVERGING_SCALE,
     EXPLODING_FILL,
@@ -37,6 +48,8 @@ from dashboards.figures.style import (
     RIGHT_COLOR,
     SATURATED_FRACTION,
     SEQUENTIAL_SCALE,
+    SETTLING_FRACTION,
+    SUSTAINED_RECORDS,
     TEMPLATE,
     UPDATE_RATIO_THRESHOLDS,
     VANISHING_FILL,
@@ -54,15 +67,30 @@ from dashboards.figures.tables import (
     gradcheck_table,
 )
 from dashboards.figures.training import (
-    gradient_flow,
-    health_warnings,
+    Series,
     histogram_at_step,
     histogram_over_time,
+    log_ticks,
+    share_of,
     training_curves,
 )
 
 __all__ = [
+    "AXIS_LABELS",
+    "AXIS_MODES",
     "BAR_COLOR",
+    "COMPARE_COLOR",
+    "GRADIENT_BANDS",
+    "LINEAR",
+    "SETTLING_FRACTION",
+    "SUSTAINED_RECORDS",
+    "Series",
+    "StepAxis",
+    "UPDATE_BANDS",
+    "choose_axis",
+    "log_ticks",
+    "share_of",
+    "update_ratio_warnings",
     "DEAD_FRACTION",
     "DIVERGING_SCALE",
     "EXPLODING_FILL",

@@ -10,7 +10,10 @@ from labkit.reports import mode_text, status_text
 GRADCHECK_COLUMNS = [
     {"name": name, "id": key}
     for key, name in (
-        ("subject", "subject"),
+        ("date", "checked on"),
+        ("step", "step"),
+        ("report", "report"),
+        ("within", "checked as"),
         ("layer", "layer"),
         ("tensor", "tensor"),
         ("shape", "shape"),
@@ -24,14 +27,29 @@ GRADCHECK_COLUMNS = [
 ]
 
 
-def gradcheck_table(report: dict) -> list[dict]:
+def date_text(created: object) -> str:
+    """``2026-12-02T03:10:44+0000`` -> ``2026-12-02 03:10`` (anything else as it is)."""
+    if not isinstance(created, str):
+        return ""
+    return created[:16].replace("T", " ") if len(created) >= 16 and created[10] == "T" else created
+
+
+def gradcheck_table(report: dict, number: int | None = None) -> list[dict]:
     """Rows for a Dash DataTable (columns ``GRADCHECK_COLUMNS``) from a gradcheck report.
 
     ``report`` is the JSON document ``labkit gradcheck`` writes (``{"reports": [...]}``)
-    or one report of it (``{"subject", "passed", "checks"}``); the status is rebuilt from
-    the check's fields, as the CLI prints it (a stored ``status`` may be the old short one).
+    or one report of it (``{"subject", "passed", "checks"}``); ``number`` is its place
+    among the run's reports (1: the oldest). The status is rebuilt from the check's
+    fields, as the CLI prints it (a stored ``status`` may be the old short one).
     """
     reports = report.get("reports", [report]) if isinstance(report, dict) else []
+    document = report if isinstance(report, dict) else {}
+    step = document.get("step")
+    common = {
+        "date": date_text(document.get("created")),
+        "step": f"{step:,}" if isinstance(step, int) else "-",
+        "report": f"#{number}" if number is not None else "",
+    }
     rows = []
     for sub in reports:
         for check in sub.get("checks", []):
@@ -41,7 +59,8 @@ def gradcheck_table(report: dict) -> list[dict]:
             shape = check.get("shape") or []
             rows.append(
                 {
-                    "subject": sub.get("subject", ""),
+                    **common,
+                    "within": "network" if sub.get("subject") == "network" else "layer alone",
                     "layer": check.get("layer", ""),
                     "tensor": check.get("tensor", ""),
                     "shape": str(tuple(shape)),

@@ -1,32 +1,25 @@
-"""Figures over training: curves, histograms and their distribution over steps,
-gradient and update flow, and the health warnings."""
+"""Figures over training: curves, histograms and their distribution over steps (gradient
+and update flow, and the health warnings, are :mod:`.flow`)."""
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 import plotly.graph_objects as go
 
+from dashboards.figures.axes import LINEAR, StepAxis
 from dashboards.figures.style import (
     BAR_COLOR,
-    DEAD_FRACTION,
-    EXPLODING_FILL,
-    GRADIENT_NORM_THRESHOLDS,
+    COMPARE_COLOR,
     MAX_POINTS,
-    SATURATED_FRACTION,
-    UPDATE_RATIO_THRESHOLDS,
-    VANISHING_FILL,
-    as_floats,
     empty_figure,
     figure,
     short_number,
-    step_line,
 )
-from labkit.recording import STATS_FIELDS
 
 
 @functools.lru_cache(maxsize=16)
@@ -86,90 +79,177 @@ def _bins_for(
 # ---------------------------------------------------------------------------- figures
 
 
-def training_curves(metrics_rows: list[dict], current_step: int | None) -> go.Figure:
-    """Loss (log) above, batch and test accuracy below, against step; current step marked."""
+@dataclass(frozen=True)
+class Series:
+    """One run's rows or arrays for a figure over training, with the name to show."""
+
+    name: str
+    data: object
+    steps: np.ndarray | None = None
+
+
+def _step_rows(metrics_rows: list[dict]) -> tuple[list[dict], list[dict], int]:
+    """Per-step rows thinned by a stride to about ``MAX_POINTS`` (the newest always kept),
+    the epoch rows, and the stride."""
     step_rows = [row for row in metrics_rows if "loss" in row and "kind" not in row]
     epoch_rows = [row for row in metrics_rows if "test_accuracy" in row]
-    if not step_rows:
-        return empty_figure("no training metrics yet")
     stride = max(1, math.ceil(len(step_rows) / MAX_POINTS))
     kept = step_rows[::stride]
-    if kept[-1] is not step_rows[-1]:
+    if kept and kept[-1] is not step_rows[-1]:
         kept.append(step_rows[-1])  # the newest step is always shown
-    steps = np.array([row.get("step") for row in kept], dtype=np.float64)
-    loss = np.array([row.get("loss") for row in kept], dtype=np.float32)  # None -> NaN
-    accuracy = np.array([row.get("accuracy") for row in kept], dtype=np.float32)
-    epoch_steps = np.array([row.get("step") for row in epoch_rows], dtype=np.float64)
-    test_accuracy = np.array([row.get("test_accuracy") for row in epoch_rows], dtype=np.float64)
-    epochs = np.array([row.get("epoch") for row in epoch_rows], dtype=object)
-    traces = [
+    return kept, epoch_rows, stride
+
+
+def _column(rows: list[dict], key: str, dtype=np.float32) -> np.ndarray:
+    return np.array([row.get(key) for row in rows], dtype=dtype)  # None -> NaN
+
+
+def _curve_traces(rows: list[dict], epochs: list[dict], axis: StepAxis, suffix: str, other: bool):
+    """Loss, batch accuracy and test accuracy of one run; a compared run's are dotted."""
+    steps = _column(rows, "step", np.float64)
+    last = float(steps[-1]) if steps.size else None
+    epoch_steps = _column(epochs, "step", np.float64)
+    dash = {"dash": "dot"} if other else {}
+    colours = ("#636efa", "#00cc96", "#ab63fa") if not other else ("#1f2a6b", "#0b6e55", "#5b2a8c")
+    return [
         dict(
             type="scatter",
-            x=steps,
-            y=loss,
-            name="loss",
+            x=axis.x(steps, last),
+            y=_column(rows, "loss"),
+            customdata=steps,
+            name="loss" + suffix,
             mode="lines",
-            line={"width": 1.2},
-            hovertemplate="step %{x}<br>loss %{y:.4g}<extra></extra>",
+            line={"width": 1.2, "color": colours[0], **dash},
+            hovertemplate="step %{customdata}<br>loss %{y:.4g}<extra>" + suffix + "</extra>",
         ),
         dict(
             type="scatter",
-            x=steps,
-            y=accuracy,
-            name="batch accuracy",
+            x=axis.x(steps, last),
+            y=_column(rows, "accuracy"),
+            customdata=steps,
+            name="batch accuracy" + suffix,
             mode="lines",
-            line={"width": 1},
+            line={"width": 1, "color": colours[1], **dash},
             opacity=0.7,
             xaxis="x2",
             yaxis="y2",
-            hovertemplate="step %{x}<br>batch accuracy %{y:.1%}<extra></extra>",
+            hovertemplate="step %{customdata}<br>batch accuracy %{y:.1%}<extra>"
+            + suffix
+            + "</extra>",
         ),
         dict(
             type="scatter",
-            x=epoch_steps,
-            y=test_accuracy,
-            customdata=epochs,
-            name="test accuracy",
+            x=axis.x(epoch_steps, last),
+            y=_column(epochs, "test_accuracy", np.float64),
+            customdata=np.stack([_column(epochs, "epoch", object), epoch_steps], axis=-1)
+            if epochs
+            else None,
+            name="test accuracy" + suffix,
             mode="markers+lines",
-            marker={"size": 8, "symbol": "diamond"},
-            line={"width": 1, "dash": "dot"},
+            marker={"size": 8, "symbol": "diamond" if not other else "diamond-open"},
+            line={"width": 1, "dash": "dot", "color": colours[2]},
             xaxis="x2",
             yaxis="y2",
-            hovertemplate="epoch %{customdata} (step %{x})<br>test accuracy %{y:.2%}"
-            "<extra></extra>",
+            hovertemplate="epoch %{customdata[0]} (step %{customdata[1]})<br>test accuracy"
+            " %{y:.2%}<extra>" + suffix + "</extra>",
         ),
     ]
+
+
+def log_ticks(values: np.ndarray) -> dict:
+    """A log axis's tick spacing: one label per decade when the values span one or more
+    (plotly would label 2, 5 and crowd them), else 1-2-5 steps within the decade."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    if positive.size and math.log10(positive.max() / positive.min()) >= 1:
+        return {"dtick": 1, "minor": {"ticks": "inside", "ticklen": 3, "showgrid": False}}
+    return {"dtick": "D2"}
+
+
+def training_curves(
+    metrics_rows: list[dict],
+    current_step: int | None,
+    compare: Series | None = None,
+    axis: StepAxis = LINEAR,
+) -> go.Figure:
+    """Loss (log) above, batch and test accuracy below, against step; current step marked.
+
+    ``compare`` (a :class:`Series` of another run's metrics rows) adds its curves, dotted,
+    on the same ``axis`` (see :mod:`dashboards.figures.axes`).
+    """
+    kept, epoch_rows, stride = _step_rows(metrics_rows)
+    if not kept:
+        return empty_figure("no training metrics yet")
+    suffix = f" ({compare.name})" if compare is not None else ""
+    traces = _curve_traces(kept, epoch_rows, axis, "", other=False)
+    losses = [_column(kept, "loss")]
+    if compare is not None:
+        other_rows, other_epochs, _ = _step_rows(compare.data)
+        if other_rows:
+            traces += _curve_traces(other_rows, other_epochs, axis, suffix, other=True)
+            losses.append(_column(other_rows, "loss"))
+    first, last = float(kept[0]["step"]), float(kept[-1]["step"])
     title = "training curves" + (f" (one point per {stride} steps)" if stride > 1 else "")
     return figure(
         traces,
         title,
-        xaxis={"anchor": "y", "matches": "x2", "showticklabels": False},
-        yaxis={"domain": [0.55, 1.0], "type": "log", "title_text": "loss"},
-        xaxis2={"anchor": "y2", "title_text": "step"},
+        xaxis={
+            "anchor": "y",
+            "matches": "x2",
+            "showticklabels": False,
+            "type": axis.layout().get("type", "linear"),
+        },
+        yaxis={
+            "domain": [0.55, 1.0],
+            "type": "log",
+            "title_text": "loss",
+            "exponentformat": "power",
+            **log_ticks(np.concatenate(losses)),
+        },
+        xaxis2={"anchor": "y2", **axis.layout()},
         yaxis2={"domain": [0.0, 0.45], "title_text": "accuracy", "tickformat": ".0%"},
-        shapes=step_line(current_step),
+        shapes=axis.marker(current_step, first, last),
         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
         hovermode="closest",
     )
 
 
-def histogram_at_step(counts: np.ndarray, edges: np.ndarray, title: str) -> go.Figure:
-    """One record's histogram as bars over the sign-log bins (``-1e-2`` .. ``0`` .. ``1e-2``)."""
+def histogram_at_step(
+    counts: np.ndarray, edges: np.ndarray, title: str, compare: Series | None = None
+) -> go.Figure:
+    """One record's histogram as bars over the sign-log bins (``-1e-2`` .. ``0`` .. ``1e-2``).
+
+    ``compare`` (another run's counts at the same step, as a :class:`Series`) is overlaid;
+    both are then shown as shares of their values, since batch sizes may differ.
+    """
     counts = np.asarray(counts)
     names, tickvals, ticktext = _bins_for(edges, counts.shape[-1])
     if counts.shape != (len(names),):
         raise ValueError(f"counts must have shape ({len(names)},), got {counts.shape}")
-    bar = dict(
-        type="bar",
-        x=names,
-        y=counts,
-        marker={"color": BAR_COLOR, "line_width": 0},
-        hovertemplate="%{x}<br>%{y} values<extra></extra>",
-    )
+    shares = compare is not None
+    bars = [(counts, "this run", BAR_COLOR)]
+    if compare is not None:
+        bars.append((np.asarray(compare.data), compare.name, COMPARE_COLOR))
+    traces = [
+        dict(
+            type="bar",
+            x=names,
+            y=share_of(values) if shares else values,
+            name=name,
+            opacity=0.6 if shares else 1.0,
+            marker={"color": colour, "line_width": 0},
+            hovertemplate="%{x}<br>"
+            + ("%{y:.1%} of the values" if shares else "%{y} values")
+            + f"<extra>{name if shares else ''}</extra>",
+        )
+        for values, name, colour in bars
+    ]
     return figure(
-        [bar],
+        traces,
         title,
         bargap=0.05,
+        barmode="overlay",
+        showlegend=shares,
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
         xaxis={
             "type": "category",
             "tickmode": "array",
@@ -178,8 +258,18 @@ def histogram_at_step(counts: np.ndarray, edges: np.ndarray, title: str) -> go.F
             "tickangle": 0,
             "title_text": "value (sign-log bins)",
         },
-        yaxis={"title_text": "count"},
+        yaxis={
+            "title_text": "share" if shares else "count",
+            **({"tickformat": ".0%"} if shares else {}),
+        },
     )
+
+
+def share_of(counts: np.ndarray) -> np.ndarray:
+    """Counts as fractions of their total (zeros when there is none)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    return (counts / total if total > 0 else counts * 0).astype(np.float32)
 
 
 def histogram_over_time(
@@ -222,142 +312,5 @@ def histogram_over_time(
             "showgrid": False,
             "title_text": "value",
         },
-        shapes=step_line(current_step),
+        shapes=LINEAR.marker(current_step, float(steps[0]), float(steps[-1])),
     )
-
-
-def gradient_flow(
-    steps: np.ndarray,
-    names: list[str],
-    values: np.ndarray,
-    current_step: int | None,
-    title: str = "gradient norm per layer",
-    thresholds: tuple[float, float] = GRADIENT_NORM_THRESHOLDS,
-) -> go.Figure:
-    """One line per layer (gradient norm or update ratio) on a log axis, with danger bands."""
-    steps = np.asarray(steps)
-    values = np.asarray(values, dtype=np.float64)
-    if values.shape != (len(steps), len(names)):
-        raise ValueError(
-            f"values must be (records={len(steps)}, layers={len(names)}), got {values.shape}"
-        )
-    if len(steps) == 0:
-        return empty_figure("no records yet")
-    low, high = thresholds
-    # A log axis cannot show 0, negatives or non-finite values: they are gaps in the line.
-    drawable = np.isfinite(values) & (values > 0)
-    shown = np.where(drawable, values, np.nan).astype(np.float32)
-    present = values[drawable]
-    data_low = float(present.min()) if present.size else low
-    data_high = float(present.max()) if present.size else high
-    bottom = math.log10(min(data_low, low)) - 0.5
-    top = math.log10(max(data_high, high)) + 0.5
-    mode = "lines+markers" if len(steps) <= 30 else "lines"
-    traces = [
-        dict(
-            type="scatter",
-            x=steps,
-            y=shown[:, j],
-            name=name,
-            mode=mode,
-            line={"width": 1.3},
-            marker={"size": 4},
-            hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.2e}}<extra></extra>",
-        )
-        for j, name in enumerate(names)  # one trace per layer: a handful
-    ]
-    band = {"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "layer": "below"}
-    label_font = {"size": 10, "color": "#7f8ea3"}
-    shapes = [
-        {
-            **band,
-            "y0": 10**bottom,
-            "y1": low,
-            "fillcolor": VANISHING_FILL,
-            "line": {"width": 0},
-            "label": {
-                "text": f"vanishing (< {short_number(low)})",
-                "textposition": "top left",
-                "font": label_font,
-            },
-        },
-        {
-            **band,
-            "y0": high,
-            "y1": 10**top,
-            "fillcolor": EXPLODING_FILL,
-            "line": {"width": 0},
-            "label": {
-                "text": f"exploding (> {short_number(high)})",
-                "textposition": "bottom left",
-                "font": label_font,
-            },
-        },
-        *step_line(current_step),
-    ]
-    return figure(
-        traces,
-        title,
-        xaxis={"title_text": "step"},
-        yaxis={"type": "log", "range": [bottom, top], "exponentformat": "power"},
-        shapes=shapes,
-        hovermode="closest",
-    )
-
-
-def health_warnings(
-    layer_names: Sequence[str],
-    stats_last: Mapping[str, np.ndarray],
-    classes: Sequence[str],
-    *,
-    fields: Sequence[str] = STATS_FIELDS,
-    update_ratios: Mapping[str, float] | None = None,
-) -> list[str]:
-    """Readable warnings about one record: dead ReLUs, saturation, vanishing/exploding.
-
-    ``stats_last`` is ``{"activation": (L, F), "gradient": (L, F)}`` (one record of the
-    run's ``stats`` array, split by kind; columns in ``fields`` order);
-    ``update_ratios`` optionally maps parameter names to their update-to-weight ratio.
-    A warning fires strictly beyond its threshold (``DEAD_FRACTION``,
-    ``SATURATED_FRACTION``, ``GRADIENT_NORM_THRESHOLDS``, ``UPDATE_RATIO_THRESHOLDS``).
-    """
-    fields = list(fields)
-    activation = as_floats(stats_last["activation"])
-    gradient = as_floats(stats_last["gradient"])
-    if not (len(layer_names) == len(classes) == len(activation) == len(gradient)):
-        raise ValueError("layer_names, classes and the stats must have one entry per layer")
-    zeros = activation[:, fields.index("zero_fraction")]
-    saturated = activation[:, fields.index("saturated_fraction")]
-    activation_norm = activation[:, fields.index("l2")]
-    gradient_norm = gradient[:, fields.index("l2")]
-    # Thresholds in the statistics' own precision: a float32 0.3 is a hair above 0.3.
-    dead = activation.dtype.type(DEAD_FRACTION)
-    saturation = activation.dtype.type(SATURATED_FRACTION)
-    low, high = (gradient.dtype.type(t) for t in GRADIENT_NORM_THRESHOLDS)
-    warnings = []
-    for i, name in enumerate(layer_names):  # one pass over the layers: a handful
-        if classes[i] == "ReLU" and zeros[i] > dead:
-            warnings.append(f"{name}: {zeros[i]:.0%} of outputs are exactly 0 (dying ReLUs?)")
-        if saturated[i] > saturation:  # NaN (not a sigmoid/tanh) never fires
-            warnings.append(f"{name}: {saturated[i]:.0%} saturated")
-        if not np.isfinite(activation_norm[i]):
-            warnings.append(
-                f"{name}: activation norm {short_number(activation_norm[i])} (non-finite)"
-            )
-        norm = gradient_norm[i]
-        if not np.isfinite(norm):
-            warnings.append(f"{name}: gradient norm {short_number(norm)} (non-finite)")
-        elif norm < low:
-            warnings.append(f"{name}: gradient norm {short_number(norm)} (vanishing)")
-        elif norm > high:
-            warnings.append(f"{name}: gradient norm {short_number(norm)} (exploding)")
-    for name, value in (update_ratios or {}).items():
-        ratio = as_floats(value)[()]
-        ratio_low, ratio_high = (ratio.dtype.type(t) for t in UPDATE_RATIO_THRESHOLDS)
-        if not np.isfinite(ratio):
-            warnings.append(f"{name}: update ratio {short_number(ratio)} (non-finite)")
-        elif ratio < ratio_low:
-            warnings.append(f"{name}: update ratio {short_number(ratio)} (too small)")
-        elif ratio > ratio_high:
-            warnings.append(f"{name}: update ratio {short_number(ratio)} (too large)")
-    return warnings

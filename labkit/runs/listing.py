@@ -34,25 +34,44 @@ def _folders(directory: Path) -> Iterator[Path]:
 def iter_run_dirs(directory: Path) -> Iterator[Path]:
     """The folders in ``directory`` that hold a run manifest, by name."""
     for path in _folders(directory):
-        if os.path.lexists(path / MANIFEST):
+        if has_manifest(path):
             yield path
 
 
-def summarize(path: Path, check: Callable[[Run], object] | None = None) -> RunSummary:
-    """The run at ``path`` as a row of :func:`list_runs` (``check``: see there)."""
+def has_manifest(folder: Path) -> bool:
+    """Whether the folder holds a run manifest (a link to one counts: the reader says
+    whether it can be read): what makes a folder a run."""
+    return os.path.lexists(folder / MANIFEST)
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a run folder: :func:`iter_run_dirs` asked of one name, without
+    listing the whole folder."""
+    try:
+        return path.is_dir() and has_manifest(path)
+    except OSError:
+        return False
+
+
+def summarize(
+    path: Path, check: Callable[[Run], object] | None = None, with_size: bool = True
+) -> RunSummary:
+    """The run at ``path`` as a row of :func:`list_runs` (``check``: see there;
+    ``with_size=False`` leaves ``size_bytes`` None instead of walking the run's files)."""
+    size = dir_size if with_size else lambda path: None
     try:
         run = open_run(path)
         if check is not None:
             check(run)
-        return run.summary()
+        return run.summary(with_size)
     except Exception as exc:  # whatever one run raises, the listing goes on
         if being_created(path) and writer_alive(path):  # being replaced as we read it
-            return RunSummary(path, "starting", 0, None, None, dir_size(path))
+            return RunSummary(path, "starting", 0, None, None, size(path))
         if isinstance(exc, LabkitError):
             error = one_line(exc)
         else:
             error = f"{path}: cannot read the run ({type(exc).__name__}: {one_line(exc)})"
-        return RunSummary(path, "corrupt", 0, None, None, dir_size(path), error=error)
+        return RunSummary(path, "corrupt", 0, None, None, size(path), error=error)
 
 
 def list_runs(

@@ -100,9 +100,10 @@ class RunSummary:
     steps: int  # committed records
     last_step: int | None
     best_test_accuracy: float | None
-    size_bytes: int
+    size_bytes: int | None  # None: not measured (a listing that doesn't need it)
     error: str | None = None
     model: str | None = None  # the manifest's "model": what the run was trained from
+    created: str | None = None  # the manifest's "created" (ISO 8601), when it has one
 
 
 class Run:
@@ -389,8 +390,9 @@ class Run:
         """Total size of the run's files."""
         return dir_size(self.path)
 
-    def summary(self) -> RunSummary:
-        """The run as one row of ``list_runs``."""
+    def summary(self, with_size: bool = True) -> RunSummary:
+        """The run as one row of ``list_runs`` (``with_size=False``: without walking its
+        files for their size, which for a long run is thousands of chunk files)."""
         accuracies = [
             row["test_accuracy"]
             for row in self._metrics
@@ -403,8 +405,9 @@ class Run:
             steps=len(self._records),
             last_step=self._steps[-1] if self._steps else None,
             best_test_accuracy=float(max(accuracies)) if accuracies else None,
-            size_bytes=self.size_bytes(),
+            size_bytes=self.size_bytes() if with_size else None,
             model=model if isinstance(model := self.manifest.get("model"), str) else None,
+            created=created if isinstance(created := self.manifest.get("created"), str) else None,
         )
 
     def __repr__(self) -> str:
