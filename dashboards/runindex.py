@@ -36,6 +36,7 @@ class RunEntry:
     option: dict  # {"label", "value"[, "disabled"]} for a dcc.Dropdown
     created: float  # when the run was created (Unix seconds), for "the newest run"
     status: str
+    error: str | None = None  # why a corrupt run can't be shown (one line)
 
     @property
     def usable(self) -> bool:
@@ -79,7 +80,7 @@ def entry_for(runs_dir: Path, path: Path) -> RunEntry:
     else:
         made = f", --model {summary.model}" if summary.model else ""
         option = {"label": f"{name} ({summary.status}{made})", "value": name}
-    return RunEntry(name, option, created_time(summary), summary.status)
+    return RunEntry(name, option, created_time(summary), summary.status, summary.error)
 
 
 class RunIndex:

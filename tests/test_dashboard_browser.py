@@ -89,3 +89,74 @@ def test_the_check_button_fills_the_paged_table(dash_duo, runs_dir):
     button.click()
     dash_duo.wait_for_contains_text("#check-status", "the same as the stored report", timeout=60)
     assert dash_duo.get_logs() == []
+
+
+def figure_traces(driver, graph: str) -> int:
+    return driver.execute_script(
+        f"const p = document.querySelector('#{graph} .js-plotly-plot');"
+        " return p && p.data ? p.data.length : -1;"
+    )
+
+
+def test_the_address_opens_a_view_and_follows_it(dash_duo, runs_dir):
+    """A link to step 40, layer 3, probe 3 opens exactly that; stepping rewrites it."""
+    dash_duo.start_server(create_app(runs_dir))
+    base = dash_duo.server_url
+    dash_duo.driver.get(f"{base}/?run=small&step=42&layer=03-Convolutional&probe=3")
+    dash_duo.wait_for_contains_text("#step-label", "step 40 ·", timeout=20)  # at or before
+    dash_duo.wait_for_contains_text("#layer", "03-Convolutional", timeout=20)
+    dash_duo.wait_for_contains_text("#probe", "probe 3", timeout=20)
+    dash_duo.wait_for_contains_text("#kernels", "03-Convolutional kernels at step 40", timeout=20)
+    dash_duo.find_element("#back").click()
+    dash_duo.wait_for_contains_text("#step-label", "step 35 ·", timeout=20)
+    WebDriverWait(dash_duo.driver, 20).until(lambda d: "step=35" in d.current_url)
+    assert "run=small" in dash_duo.driver.current_url
+    assert "layer=03-Convolutional" in dash_duo.driver.current_url
+    assert dash_duo.get_logs() == []
+
+
+def test_a_compared_run_is_overlaid_panel_by_panel(dash_duo, runs_dir, tmp_path):
+    shutil.copytree(runs_dir / "small", tmp_path / "small")
+    args = ["train", "--epochs", "1", "--batch-size", "256", "--record-every", "2"]
+    assert main([*args, "--no-progress", "--out", str(tmp_path / "wide")]) == 0
+    dash_duo.start_server(create_app(tmp_path))
+    dash_duo.driver.get(f"{dash_duo.server_url}/?run=small&compare=wide")
+    dash_duo.wait_for_contains_text("#step-label", "step 63", timeout=20)
+    layers = len(RunStore(tmp_path).get("small").run.layers)
+    wait = WebDriverWait(dash_duo.driver, 20)
+    wait.until(lambda d: figure_traces(d, "curves") == 6)  # each curve twice
+    wait.until(lambda d: figure_traces(d, "gradient-flow") == 2 * layers)
+    wait.until(lambda d: figure_traces(d, "hist-activation") == 2)
+    dash_duo.wait_for_contains_text("#hist-activation", "wide at step 8", timeout=20)
+    assert "compare=wide" in dash_duo.driver.current_url
+    assert dash_duo.get_logs() == []
+
+
+def test_a_folder_of_200_runs_opens_on_the_newest(dash_duo, runs_dir, tmp_path):
+    import json
+
+    shutil.copytree(runs_dir / "small", tmp_path / "student-000")
+    shutil.copytree(runs_dir / "small", tmp_path / "student-042")
+    for index in range(1, 200):  # links inside the folder: runs like any other, made at once
+        if index != 42:
+            (tmp_path / f"student-{index:03d}").symlink_to("student-000")
+    manifest = tmp_path / "student-042" / "manifest.json"
+    document = json.loads(manifest.read_text())
+    document["created"] = "2099-01-01T00:00:00+0000"  # the newest, though not last by name
+    manifest.write_text(json.dumps(document))
+    dash_duo.start_server(create_app(tmp_path))
+    dash_duo.wait_for_contains_text("#run", "student-042", timeout=30)
+    dash_duo.wait_for_contains_text("#step-label", "step 63", timeout=30)
+    WebDriverWait(dash_duo.driver, 20).until(lambda d: "run=student-042" in d.current_url)
+    dash_duo.find_element("#run").click()  # the list (a pop-up outside #run) finds any run
+    WebDriverWait(dash_duo.driver, 20).until(
+        lambda d: d.find_elements("css selector", "[role=option]")
+    )
+    dash_duo.find_element("input[placeholder='Search']").send_keys("student-199")
+    WebDriverWait(dash_duo.driver, 20).until(
+        lambda d: any(
+            e.text.startswith("student-199 (completed")
+            for e in d.find_elements("css selector", "[role=option]")
+        )
+    )
+    assert dash_duo.get_logs() == []

@@ -9,10 +9,10 @@ import threading
 
 import dash
 import pytest
-from dash_requests import CLICK, answer, post
 
 from dashboards import callbacks
 from dashboards.app import create_app, free_port
+from dashboards.callback_requests import CLICK, answer, post
 from dashboards.store import RunStore
 from labkit.cli import main
 from labkit.runs import write_gradcheck

@@ -1,5 +1,5 @@
 """What the dashboard's server refuses, asked as a browser (or an attacker) would: crafted
-callback requests through the Flask test client (bodies built in tests/dash_requests.py)."""
+callback requests through the Flask test client (bodies: dashboards/callback_requests.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import logging
 import shutil
 
 import pytest
-from dash_requests import CLICK, URL, answer, post
 
 from dashboards import callbacks
 from dashboards.app import create_app
+from dashboards.callback_requests import CLICK, URL, answer, post
 from dashboards.store import RunStore
 from labkit.recording import Recording
 

@@ -14,10 +14,10 @@ import pytest
 
 from dashboards import callbacks, figures, panels, view
 from dashboards.app import create_app
+from dashboards.callback_requests import post
 from dashboards.runindex import RunIndex
 from dashboards.store import RunStore
 from labkit.cli import main
-from tests.dash_requests import post
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +242,35 @@ def test_a_run_being_written_is_summarized_on_every_refresh(two_runs, tmp_path):
     assert entry.status == "crashed" and "crashed" in entry.option["label"]
     index.refresh()
     assert index.reopened == 1  # "crashed" is final until a file changes
+
+
+# ---------------------------------------------------------------------- what a student sees
+
+
+def test_a_log_loss_axis_labels_decades_only_when_it_spans_them():
+    assert figures.log_ticks(np.array([2.3, 0.01]))["dtick"] == 1  # 2+ decades: 1, 0.1, 0.01
+    assert figures.log_ticks(np.array([0.5, 0.3]))["dtick"] == "D2"  # within one: 2 and 5
+    assert figures.log_ticks(np.array([np.nan, 0.0]))["dtick"] == "D2"
+    curves = figures.training_curves(
+        [{"step": s, "loss": 2.0 / s, "accuracy": 0.5} for s in range(1, 500)], 3
+    )
+    assert curves.layout.yaxis.dtick == 1
+
+
+def test_the_page_says_what_each_picker_is_and_hides_the_0_based_box(two_runs):
+    page = json.dumps(create_app(two_runs).layout().to_plotly_json(), default=str)
+    for label in ("probe digit", "layer (its output for the probe)", "convolution", "step axis"):
+        assert label in page
+    app = create_app(two_runs)
+    (slider,) = [c for c in app.layout()._traverse() if getattr(c, "id", None) == "record"]
+    assert slider.allow_direct_input is False
+
+
+def test_a_run_without_checks_says_how_to_make_one(two_runs):
+    app = create_app(two_runs)
+    client = app.server.test_client()
+    values = {"run.value": "short", "gradchecks.page_current": 0, "gradchecks.page_size": 12}
+    answer = post(client, app, "gradchecks.data", values, ["run.value"]).get_json()["response"]
+    assert answer["gradchecks"]["data"] == []
+    assert answer["gradchecks-empty"]["children"] == callbacks.EMPTY_CHECKS
+    assert "labkit gradcheck --run" in callbacks.EMPTY_CHECKS

@@ -173,16 +173,22 @@ def test_one_record_is_one_chunk_file_and_reads_alone(tmp_path, monkeypatch):
 
     run = open_run(path)
     run.array("features/00-Convolutional", 0)  # opens the array's metadata once
-    keys = []
-    original_get = zarr.storage.LocalStore.get
+    keys, files = [], []
+    original_get, original_read = zarr.storage.LocalStore.get, Path.read_bytes
 
     async def counting_get(self, key, *args, **kwargs):
         keys.append(key)
         return await original_get(self, key, *args, **kwargs)
 
+    def counting_read(self):
+        files.append(self.relative_to(path).as_posix())
+        return original_read(self)
+
     monkeypatch.setattr(zarr.storage.LocalStore, "get", counting_get)
+    monkeypatch.setattr(Path, "read_bytes", counting_read)
     value = run.array("features/00-Convolutional", 17)
-    assert keys == ["features/00-Convolutional/c.17.0.0.0"]
+    # One file read, decoded without zarr (the codecs are the writer's own).
+    assert (keys, files) == ([], ["data.zarr/features/00-Convolutional/c.17.0.0.0"])
     np.testing.assert_array_equal(value, pattern(18)["features/00-Convolutional"])
 
     for name in chunks:  # the other records' chunks are not needed

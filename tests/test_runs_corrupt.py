@@ -123,7 +123,7 @@ def test_the_dashboard_keeps_every_other_run(runs, how, monkeypatch):
     from dashboards.store import RunStore
 
     break_file(runs / "b-bad", how, monkeypatch)
-    summaries = {s.path.name: s for s in RunStore(runs).summaries()}
+    summaries = {entry.name: entry for entry in RunStore(runs).index.refresh()}
     assert summaries["a-good"].error is None and summaries["b-bad"].status == "corrupt"
     response = create_app(runs).server.test_client().get("/_dash-layout")
     assert response.status_code == 200
@@ -301,7 +301,7 @@ def test_a_recording_described_wrongly_is_a_one_line_error(runs, change, words, 
     with pytest.raises(CorruptRunError) as error:
         open_recording(path)
     assert_one_line(str(error.value), str(path / "manifest.json"), words)
-    summaries = {s.path.name: s for s in RunStore(runs).summaries()}
+    summaries = {entry.name: entry for entry in RunStore(runs).index.refresh()}
     assert summaries["a-good"].error is None
     assert summaries["b-bad"].status == "corrupt" and summaries["b-bad"].error == str(error.value)
     assert main(["inspect", str(path)]) == 2

@@ -174,6 +174,14 @@ MAX_NDIM = 32
 _NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
 
+# The codecs of every record array as the writer creates it (zarr's metadata): a reader
+# decodes a chunk of exactly these without zarr (RunWriter._write_rows encodes them so).
+WRITTEN_CODECS = [
+    ("bytes", {"endian": "little"}),
+    ("zstd", {"level": RECORD_ZSTD_LEVEL, "checksum": False}),
+]
+
+
 def chunk_path(run_path: Path, name: str, index: int, ndim: int) -> Path:
     """The chunk file of record ``index`` of record array ``name`` (``ndim`` axes a record)."""
     return run_path / DATA / name / ".".join(["c", str(index)] + ["0"] * ndim)

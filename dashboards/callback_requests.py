@@ -1,4 +1,5 @@
-"""Callback requests as Dash's renderer posts them to ``/_dash-update-component``.
+"""Callback requests as Dash's renderer posts them to ``/_dash-update-component``, built
+from an app's callback map: for the tests and benchmarks that drive the server as a page does.
 
 The body is the one a browser sends (seen in Chromium's network log of the dashboard, and
 in dash's own tests/integration/callbacks/test_malformed_request.py)::
@@ -24,7 +25,8 @@ CLICK = "check-status.children"  # the check button's status: what a click answe
 def callback_key(app, output: str) -> str:
     """The ``callback_map`` key of the callback that writes ``output`` (``"id.property"``)."""
     keys = [key for key in app.callback_map if output in outputs_of(key)]
-    assert len(keys) == 1, f"{output}: {len(keys)} callbacks write it"
+    if len(keys) != 1:
+        raise ValueError(f"{output}: {len(keys)} callbacks write it")
     return keys[0]
 
 
