@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.backend_bases import FigureCanvasBase
+from matplotlib.colors import LinearSegmentedColormap, LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from labkit.mosaic import kernel_columns, mosaic, square_columns
+
+# Light ends cut off: the palest error and the weakest diagonal still read against white.
+WRONG_MAP = LinearSegmentedColormap.from_list("wrong", ["#fcc5a9", "#ef553b", "#67000d"])
+RIGHT_MAP = LinearSegmentedColormap.from_list("right", ["#c7e9c0", "#2ca02c", "#00441b"])
 
 
 def figure_formats() -> list[str]:
@@ -15,24 +21,43 @@ def figure_formats() -> list[str]:
 
 
 def confusion_figure(matrix: np.ndarray, title: str = "Confusion matrix") -> Figure:
-    """Heatmap of a confusion matrix with counts in every cell, rows normalized for colour."""
+    """A confusion matrix a student can read: the diagonal (right) in green, the errors in
+    red on a log scale of the true class's share, so that 1 error in 1,000 still shows
+    beside a diagonal of 1,000; the count in every non-zero cell, zeros left blank."""
+    matrix = np.asarray(matrix)
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
-    figure = Figure(figsize=(6, 5.4), layout="constrained")
+    diagonal = np.eye(*matrix.shape, dtype=bool)
+    floor = 1 / max(int(rows.max()), 1)  # one digit of the largest class: the palest red
+    figure = Figure(figsize=(6.4, 5.4), layout="constrained")
     axes = figure.subplots()
-    image = axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    right = np.ma.masked_where(~diagonal, share)
+    wrong = np.ma.masked_where(diagonal | (matrix == 0), share)
+    axes.imshow(right, cmap=RIGHT_MAP, vmin=0, vmax=1)
+    image = axes.imshow(wrong, cmap=WRONG_MAP, norm=LogNorm(vmin=floor, vmax=1))
     for (t, p), count in np.ndenumerate(matrix):
-        colour = "white" if share[t, p] > 0.5 else "black"
-        axes.text(p, t, str(count), ha="center", va="center", fontsize=7, color=colour)
+        if count:
+            dark = share[t, p] > 0.5 if t == p else share[t, p] > floor ** (1 / 3)
+            colour = "white" if dark else "black"
+            axes.text(p, t, str(count), ha="center", va="center", fontsize=7, color=colour)
     classes = range(matrix.shape[0])
     axes.set_xticks(classes)
     axes.set_yticks(classes)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
-    axes.set_title(f"{title} — accuracy {accuracy:.2%}")
-    figure.colorbar(image, ax=axes, label="share of the true class")
+    axes.set_title(f"{title} — accuracy {accuracy:.2%}", fontsize=10)
+    ticks = [t for t in np.outer(10.0 ** np.arange(-6, 1), (1, 2, 5)).ravel() if floor <= t <= 1]
+    bar = figure.colorbar(image, ax=axes, ticks=ticks, format=FuncFormatter(_percent))
+    bar.minorticks_off()
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label("errors: % of the true class (log scale)", fontsize=8)
     return figure
+
+
+def _percent(share: float, _position=None) -> str:
+    """A share as a colour-bar label: 0.001 -> 0.1%, 0.5 -> 50%."""
+    return f"{100 * share:.3g}%"
 
 
 def kernel_grid_figure(kernels: np.ndarray, title: str) -> Figure:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.colors import LogNorm
 
 from labkit.cli import main
-from labkit.inspect import feature_map_figure, kernel_grid_figure
+from labkit.inspect import confusion_figure, feature_map_figure, kernel_grid_figure
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,16 @@ def test_figures_are_pure_functions_of_their_arrays():
     assert image.get_clim() == pytest.approx((-np.abs(kernels).max(), np.abs(kernels).max()))
     bars = feature_map_figure(np.array([1.0, -2.0, 3.0]), "v").axes[0].patches
     assert [bar.get_height() for bar in bars] == [1.0, -2.0, 3.0]
+
+
+def test_confusion_errors_are_on_a_log_scale_and_every_non_zero_cell_is_counted():
+    matrix = np.diag([980, 1135, 1032]) + np.array([[0, 1, 0], [0, 0, 20], [3, 0, 0]])
+    axes = confusion_figure(matrix).axes[0]
+    right, wrong = axes.images
+    assert isinstance(wrong.norm, LogNorm) and not isinstance(right.norm, LogNorm)
+    assert wrong.norm.vmin == pytest.approx(1 / 1155)  # one digit of the largest class shows
+    errors = wrong.get_array()
+    assert (errors.mask == ((matrix == 0) | np.eye(3, dtype=bool))).all()  # zeros: blank
+    assert not right.get_array().mask[np.eye(3, dtype=bool)].any()
+    written = {(text.get_position(), text.get_text()) for text in axes.texts}
+    assert written == {((p, t), str(n)) for (t, p), n in np.ndenumerate(matrix) if n}
