@@ -8,7 +8,7 @@ from matplotlib.colors import LinearSegmentedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from labkit.mosaic import kernel_columns, mosaic, square_columns
+from labkit.mosaic import kernel_columns, kernel_labels, mosaic, square_columns
 
 # Light ends cut off: the palest error and the weakest diagonal still read against white.
 WRONG_MAP = LinearSegmentedColormap.from_list("wrong", ["#fcc5a9", "#ef553b", "#67000d"])
@@ -61,23 +61,30 @@ def _percent(share: float, _position=None) -> str:
 
 
 def kernel_grid_figure(kernels: np.ndarray, title: str) -> Figure:
-    """Every kernel of a convolution, one row per output channel and one column per input
-    channel (a near-square grid for one input channel), on one symmetric colour scale
-    around 0: :func:`labkit.mosaic.kernel_columns`, as in the dashboard."""
+    """Every kernel of a convolution on one symmetric colour scale around 0, laid out and
+    labelled as in the dashboard (:func:`labkit.mosaic.kernel_labels`): one row per output
+    channel k and one column per input channel c, or, for one input channel, a near-square
+    grid in reading order with each kernel headed by its k."""
     depth, channels, kh, kw = kernels.shape
     tiles = kernels.reshape(depth * channels, kh, kw)
     canvas, _ = mosaic(tiles, kernel_columns(depth, channels))
+    labels = kernel_labels(depth, channels, kh, kw)
     limit = float(np.nanmax(np.abs(canvas))) or 1.0
     width = min(9.0, max(3.0, canvas.shape[1] * 0.1 + 1.5))
-    height = (width - 1.2) * canvas.shape[0] / canvas.shape[1] + 0.7
+    height = (width - 1.2) * canvas.shape[0] / canvas.shape[1] + 0.9
     figure = Figure(figsize=(width, height), layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(canvas, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    axes.set_xticks([])
-    axes.set_yticks([])
-    if channels > 1:
-        axes.set_xlabel("input channel", fontsize=8)
-        axes.set_ylabel("output channel", fontsize=8)
+    axes.set_xticks([x for x, _ in labels.columns], [c for _, c in labels.columns], fontsize=6)
+    axes.set_yticks([y for y, _ in labels.rows], [k for _, k in labels.rows], fontsize=6)
+    axes.tick_params(length=0)
+    for x, y, k in labels.tiles:
+        axes.text(x, y, k, ha="center", va="bottom", fontsize=6, color="#2a3f5f")
+    if labels.tiles:  # room above the first row for its heads
+        axes.set_ylim(canvas.shape[0] - 0.5, -1.5)
+    axes.set_frame_on(False)
+    axes.set_xlabel(labels.x_title, fontsize=8)
+    axes.set_ylabel(labels.y_title, fontsize=8)
     axes.set_title(title, fontsize=9)
     figure.colorbar(image, ax=axes, shrink=0.8)
     return figure

@@ -251,11 +251,22 @@ def test_kernel_grid_puts_every_kernel_in_its_row_and_column():
     bound = np.abs(kernels).max()
     assert (heatmap.zmin, heatmap.zmax, heatmap.zmid) == (-bound, bound, 0)
     assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]  # kernel 0 on top
+    assert list(fig.layout.yaxis.ticktext) == ["0", "1", "2"]  # every output channel k
+    assert list(fig.layout.yaxis.tickvals) == [1.5, 6.5, 11.5]  # at its row's centre
+    assert list(fig.layout.xaxis.ticktext) == ["0", "1"]  # every input channel c
+    assert (fig.layout.yaxis.title.text, fig.layout.xaxis.title.text) == (
+        "output channel k",
+        "input channel c",
+    )
 
 
 def test_kernel_grid_wraps_one_input_channel_into_a_square():
     kernels = np.arange(5 * 2 * 2, dtype=np.float32).reshape(5, 1, 2, 2) + 1
-    z = np.asarray(F.kernel_grid(kernels, "0:Convolutional").data[0].z, dtype=float)
+    fig = F.kernel_grid(kernels, "0:Convolutional")
+    z = np.asarray(fig.data[0].z, dtype=float)
+    heads = [(a.text, a.x, a.y) for a in fig.layout.annotations]  # each kernel's k above it
+    assert heads == [(str(d), d % 3 * 3 + 0.5, d // 3 * 3 - 0.5) for d in range(5)]
+    assert fig.layout.yaxis.range[1] < -0.5  # room for the first row's heads
     assert z.shape == (2 * 3 - 1, 3 * 3 - 1)  # 5 kernels in 3 columns, 2 rows
     for d in range(5):
         row, column = divmod(d, 3)

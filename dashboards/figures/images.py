@@ -3,8 +3,6 @@ probabilities (mosaics laid out by :mod:`labkit.mosaic`, as labkit inspect does)
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import plotly.graph_objects as go
 
@@ -12,6 +10,7 @@ from dashboards.figures.style import (
     BAR_COLOR,
     DIVERGING_SCALE,
     INK_SCALE,
+    MARKER_COLOR,
     NEUTRAL_COLOR,
     RIGHT_COLOR,
     SEQUENTIAL_SCALE,
@@ -19,14 +18,16 @@ from dashboards.figures.style import (
     figure,
     image_axes,
 )
-from labkit.mosaic import kernel_columns, mosaic, square_columns
+from labkit.mosaic import KernelLabels, kernel_columns, kernel_labels, mosaic, square_columns
 
 
 def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.Figure:
     """Every kernel of a conv layer, (out x in) or wrapped, as ONE mosaic heatmap.
 
-    ``kernels`` is ``(D, C, k, k)``: D rows by C columns, or, for one input channel,
-    the D kernels wrapped into a near-square grid. A 2-D array (a dense layer's weights)
+    ``kernels`` is ``(D, C, k, k)``: D rows (output channel k) by C columns (input channel
+    c), each row and column labelled, or, for one input channel, the D kernels wrapped into
+    a near-square grid in reading order, each headed by its k
+    (:func:`labkit.mosaic.kernel_labels`). A 2-D array (a dense layer's weights)
     is shown as one matrix. ``diverging`` centres a symmetric colour scale on 0 (for
     weights, and for ``kernels_now - kernels_at_step0``); otherwise a sequential scale.
     """
@@ -44,19 +45,8 @@ def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.F
         columns = kernel_columns(depth, channels)
         z, owner = mosaic(kernels.reshape(depth * channels, kh, kw), columns)
         customdata = np.stack([owner // channels, owner % channels], axis=-1)
-        hover = "kernel %{customdata[0]}, input %{customdata[1]}<br>%{z:.3g}<extra></extra>"
-        layout = image_axes(*z.shape)
-        if channels > 1:  # label the rows (kernels) and columns (input channels)
-            for axis, count, size in (("xaxis", channels, kw), ("yaxis", depth, kh)):
-                ticks = np.arange(0, count, max(1, math.ceil(count / 8)))
-                layout[axis].update(
-                    showticklabels=True,
-                    tickmode="array",
-                    tickvals=ticks * (size + 1) + (size - 1) / 2,
-                    ticktext=[str(t) for t in ticks],
-                )
-            layout["xaxis"]["title_text"] = "input channel"
-            layout["yaxis"]["title_text"] = "kernel"
+        hover = "k %{customdata[0]}, c %{customdata[1]}<br>%{z:.3g}<extra></extra>"
+        layout = _kernel_axes(z.shape, kernel_labels(depth, channels, kh, kw))
     else:
         raise ValueError(f"kernels must be (D, C, k, k) or 2-D, got shape {kernels.shape}")
     if diverging:
@@ -76,6 +66,39 @@ def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.F
         **colour,
     )
     return figure([heatmap], title, **layout)
+
+
+def _kernel_axes(shape: tuple[int, int], labels: KernelLabels) -> dict:
+    """A kernel mosaic's axes, with the ticks or tile heads that name every kernel."""
+    axes = image_axes(*shape)
+    for axis, ticks, text in (
+        ("xaxis", labels.columns, labels.x_title),
+        ("yaxis", labels.rows, labels.y_title),
+    ):
+        axes[axis]["title_text"] = text
+        if ticks:
+            axes[axis].update(
+                showticklabels=True,
+                tickmode="array",
+                tickvals=[position for position, _ in ticks],
+                ticktext=[name for _, name in ticks],
+                tickfont_size=8,
+            )
+    if labels.tiles:  # room above the first row for its heads
+        axes["yaxis"]["range"] = [axes["yaxis"]["range"][0], -1.5]
+    size = 10 if len(labels.tiles) <= 36 else 8  # a head fits in the gap above its tile
+    axes["annotations"] = [
+        {
+            "x": x,
+            "y": y,
+            "text": name,
+            "showarrow": False,
+            "yanchor": "bottom",
+            "font": {"size": size, "color": MARKER_COLOR},
+        }
+        for x, y, name in labels.tiles
+    ]
+    return axes
 
 
 def feature_map_grid(maps: np.ndarray, title: str) -> go.Figure:
