@@ -8,6 +8,7 @@ from matplotlib.colors import LinearSegmentedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from labkit.layer_views import colour_range, shape_only_note, unit_axis
 from labkit.mosaic import kernel_columns, kernel_labels, mosaic, square_columns
 
 # Light ends cut off: the palest error and the weakest diagonal still read against white.
@@ -90,24 +91,66 @@ def kernel_grid_figure(kernels: np.ndarray, title: str) -> Figure:
     return figure
 
 
-def feature_map_figure(maps: np.ndarray, title: str) -> Figure:
-    """One probe digit's output of a layer: a mosaic of its channels, or bars for a vector."""
+def feature_map_figure(
+    maps: np.ndarray,
+    title: str,
+    *,
+    layer_class: str | None = None,
+    previous: str | None = None,
+    last: bool = False,
+    image: np.ndarray | None = None,
+    label: int | None = None,
+) -> Figure:
+    """One probe digit's output of a layer, with the digit itself first when ``image`` is
+    given: a mosaic of its channels (a diverging scale centred on 0 when signed, a
+    sequential one from 0 when not), bars for a vector (classes for the ``last`` layer),
+    or, for a Reshape or Flatten, a note that it repeats the layer before (``previous``);
+    the rules of :mod:`labkit.layer_views`, as in the dashboard."""
     maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim == 1:
-        figure = Figure(figsize=(max(4, len(maps) * 0.04 + 2), 2.5), layout="constrained")
-        axes = figure.subplots()
-        axes.bar(np.arange(len(maps)), maps, width=1.0, color="#4c72b0")
-        axes.set_xlabel("unit")
-        axes.set_title(title, fontsize=9)
-        return figure
-    if maps.ndim == 2:
+    note = shape_only_note(layer_class, maps.shape, previous)
+    if note is None and maps.ndim == 2:
         maps = maps[None]
-    canvas, _ = mosaic(maps, square_columns(len(maps)))
-    height = canvas.shape[0] / canvas.shape[1] * 6
-    figure = Figure(figsize=(6.5, max(2.0, height + 0.8)), layout="constrained")
-    axes = figure.subplots()
-    image = axes.imshow(canvas, cmap="viridis", interpolation="nearest")
-    axes.set_axis_off()
+    if note is not None:
+        size = (6.5, 2.2)
+    elif maps.ndim == 1:
+        size = (max(4, len(maps) * 0.04 + 2), 2.5)
+    else:
+        canvas, _ = mosaic(maps, square_columns(len(maps)))
+        size = (6.5, max(2.0, canvas.shape[0] / canvas.shape[1] * 6 + 0.8))
+    digit = image is not None
+    width = size[0] + (min(2.0, size[1]) if digit else 0)
+    figure = Figure(figsize=(width, size[1]), layout="constrained")
+    if digit:
+        digit_axes, axes = figure.subplots(1, 2, width_ratios=(min(2.0, size[1]), size[0]))
+        _input_digit(digit_axes, image, label)
+    else:
+        axes = figure.subplots()
     axes.set_title(title, fontsize=9)
-    figure.colorbar(image, ax=axes, shrink=0.8)
+    if note is not None:
+        hint = f"see the figure of {previous or 'the layer before'}"
+        hint += " for them as maps" if maps.ndim == 1 else ""
+        axes.text(0.5, 0.5, f"{note}\n{hint}", ha="center", va="center", color="#7f8ea3")
+        axes.set_axis_off()
+    elif maps.ndim == 1:
+        axes.bar(np.arange(len(maps)), maps, width=0.8 if last else 1.0, color="#4c72b0")
+        axes.set_xlabel(unit_axis(last, layer_class))
+        if last:
+            axes.set_xticks(np.arange(len(maps)))
+    else:
+        low, high, diverging = colour_range(canvas)
+        cmap = "RdBu_r" if diverging else "viridis"
+        drawn = axes.imshow(canvas, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+        axes.set_axis_off()
+        figure.colorbar(drawn, ax=axes, shrink=0.8)
     return figure
+
+
+def _input_digit(axes, image: np.ndarray, label: int | None) -> None:
+    """The probe digit, dark ink on white, titled with its label."""
+    image = np.asarray(image, dtype=np.float32)
+    low, high = min(0.0, float(image.min())), max(1.0, float(image.max()))
+    pixels = image.reshape(image.shape[-2:])
+    axes.imshow(pixels, cmap="gray_r", vmin=low, vmax=high, interpolation="nearest")
+    axes.set_title("input" if label is None else f"input: digit {label}", fontsize=9)
+    axes.set_xticks([])
+    axes.set_yticks([])

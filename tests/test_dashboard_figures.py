@@ -306,6 +306,40 @@ def test_feature_map_grid_mosaic_and_bars():
     assert np.shape(single.z) == (4, 4)
 
 
+def test_feature_maps_with_both_signs_are_diverging_around_0_else_sequential_from_0():
+    signed = np.array([[[-0.5, 2.0], [0.0, 1.0]]], dtype=np.float16)
+    [heatmap] = F.feature_map_grid(signed, "00-Convolutional output").data
+    assert (heatmap.zmin, heatmap.zmax, heatmap.zmid) == (-2.0, 2.0, 0)
+    assert heatmap.colorscale == go.Heatmap(colorscale=F.DIVERGING_SCALE).colorscale
+    [relu] = F.feature_map_grid(np.abs(signed), "02-ReLU output").data
+    assert (relu.zmin, relu.zmax, relu.zmid) == (0, 2.0, None)
+    assert relu.colorscale == go.Heatmap(colorscale=F.SEQUENTIAL_SCALE).colorscale
+    [dead] = F.feature_map_grid(np.zeros((2, 3, 3)), "all zero").data
+    assert (dead.zmin, dead.zmax) == (0, 1.0)  # still a valid scale
+
+
+def test_a_reshape_says_it_repeats_the_layer_before_instead_of_drawing_it():
+    flat = np.arange(512, dtype=np.float16)
+    fig = F.feature_map_grid(flat, "06-Reshape output", layer_class="Reshape", previous="05-ReLU")
+    assert fig.data == ()
+    [note] = fig.layout.annotations
+    assert note.text.startswith("Reshape: the same 512 values as 05-ReLU, flattened to (512,)")
+    assert "pick the layer before" in note.text and fig.layout.title.text == "06-Reshape output"
+    flatten = F.feature_map_grid(flat, "f", layer_class="Flatten").layout.annotations[0].text
+    assert flatten.startswith("Flatten: the same 512 values as the layer before")
+    assert isinstance(F.feature_map_grid(flat, "d", layer_class="Dense").data[0], go.Bar)
+
+
+def test_the_last_layer_is_labelled_by_class():
+    logits = np.linspace(-2, 2, 10)
+    last = F.feature_map_grid(logits, "09-Dense output", layer_class="Dense", last=True)
+    assert last.layout.xaxis.title.text == "class (logits)"
+    assert list(last.layout.xaxis.tickvals) == list(range(10))
+    assert last.data[0].hovertemplate.startswith("class %{x}")
+    hidden = F.feature_map_grid(logits, "07-Dense output", layer_class="Dense")
+    assert hidden.layout.xaxis.title.text == "unit" and hidden.layout.xaxis.tickvals is None
+
+
 # ---------------------------------------------------------------------- probes
 
 

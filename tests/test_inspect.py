@@ -8,7 +8,9 @@ import pytest
 from matplotlib.colors import LogNorm
 
 from labkit.cli import main
+from labkit.commands import inspect as inspect_command
 from labkit.inspect import confusion_figure, feature_map_figure, kernel_grid_figure
+from labkit.recording import open_recording
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +94,53 @@ def test_confusion_errors_are_on_a_log_scale_and_every_non_zero_cell_is_counted(
     assert not right.get_array().mask[np.eye(3, dtype=bool)].any()
     written = {(text.get_position(), text.get_text()) for text in axes.texts}
     assert written == {((p, t), str(n)) for (t, p), n in np.ndenumerate(matrix) if n}
+
+
+def test_feature_maps_with_both_signs_are_diverging_around_0_else_sequential_from_0():
+    signed = np.array([[[-0.5, 2.0], [0.0, 1.0]]])
+    image = feature_map_figure(signed, "conv").axes[0].images[0]
+    assert image.get_cmap().name == "RdBu_r" and image.get_clim() == (-2.0, 2.0)
+    relu = feature_map_figure(np.abs(signed), "relu").axes[0].images[0]
+    assert relu.get_cmap().name == "viridis" and relu.get_clim() == (0.0, 2.0)
+
+
+def test_the_input_digit_comes_first_with_its_label():
+    digit = np.random.default_rng(4).random((1, 28, 28))
+    maps = np.ones((4, 3, 3))
+    first, drawn = feature_map_figure(maps, "relu", image=digit, label=7).axes[:2]
+    assert first.get_title() == "input: digit 7"
+    np.testing.assert_allclose(first.images[0].get_array(), digit[0], rtol=1e-6)
+    assert drawn.get_title() == "relu" and drawn.images[0].get_array().shape == (7, 7)
+    bars = feature_map_figure(np.ones(5), "dense", image=digit, label=7).axes
+    assert bars[0].get_title() == "input: digit 7" and len(bars[1].patches) == 5
+
+
+def test_a_reshape_is_a_note_and_the_last_layer_is_labelled_by_class():
+    note = feature_map_figure(np.ones(512), "r", layer_class="Reshape", previous="05-ReLU")
+    [text] = note.axes[0].texts
+    assert text.get_text().startswith("Reshape: the same 512 values as 05-ReLU, flattened to")
+    assert not note.axes[0].patches and not note.axes[0].images
+    last = feature_map_figure(np.linspace(-1, 1, 10), "logits", last=True).axes[0]
+    assert last.get_xlabel() == "class (logits)"
+    assert list(last.get_xticks()) == list(range(10))
+    assert feature_map_figure(np.ones(10), "hidden").axes[0].get_xlabel() == "unit"
+
+
+def test_inspect_tells_each_figure_its_layer_and_the_probe(run_dir, monkeypatch):
+    calls = {}
+    real = inspect_command.feature_map_figure
+
+    def spy(maps, title, **options):
+        calls[title.split()[0]] = options
+        return real(maps, title, **options)
+
+    monkeypatch.setattr(inspect_command, "feature_map_figure", spy)
+    assert main(["inspect", str(run_dir), "--image", "2", "--out", str(run_dir / "spy")]) == 0
+    assert calls["06-Reshape"]["layer_class"] == "Reshape"
+    assert calls["06-Reshape"]["previous"] == "05-ReLU"
+    assert [key for key, options in calls.items() if options["last"]] == ["09-Dense"]
+    assert calls["00-Convolutional"]["previous"] is None
+    recorded = open_recording(run_dir)
+    assert {options["label"] for options in calls.values()} == {recorded.probe_labels[2]}
+    for options in calls.values():
+        np.testing.assert_array_equal(options["image"], recorded.probe_images[2])

@@ -15,9 +15,11 @@ from dashboards.figures.style import (
     RIGHT_COLOR,
     SEQUENTIAL_SCALE,
     WRONG_COLOR,
+    empty_figure,
     figure,
     image_axes,
 )
+from labkit.layer_views import colour_range, shape_only_note, unit_axis
 from labkit.mosaic import KernelLabels, kernel_columns, kernel_labels, mosaic, square_columns
 
 
@@ -101,30 +103,55 @@ def _kernel_axes(shape: tuple[int, int], labels: KernelLabels) -> dict:
     return axes
 
 
-def feature_map_grid(maps: np.ndarray, title: str) -> go.Figure:
-    """One probe digit's outputs of a layer: maps ``(C, H, W)`` as a mosaic, ``(n,)`` as bars."""
+def feature_map_grid(
+    maps: np.ndarray,
+    title: str,
+    *,
+    layer_class: str | None = None,
+    previous: str | None = None,
+    last: bool = False,
+) -> go.Figure:
+    """One probe digit's outputs of a layer: maps ``(C, H, W)`` as a mosaic, ``(n,)`` as bars.
+
+    Signed maps get a diverging scale centred on 0, non-negative ones a sequential scale
+    from 0 (:func:`labkit.layer_views.colour_range`). ``last`` (the network's last layer)
+    names the bars as classes, 0 to n-1. A layer of class ``layer_class`` Reshape or
+    Flatten repeats the values of the layer before (key ``previous``): a note says so.
+    """
     maps = np.asarray(maps, dtype=np.float32)  # float16 as stored: plotly.js has no float16
+    note = shape_only_note(layer_class, maps.shape, previous)
+    if note is not None:
+        hint = "pick the layer before to see them" + (" as maps" if maps.ndim == 1 else "")
+        return empty_figure(f"{note}<br>{hint}").update_layout(title_text=title)
     if maps.ndim == 1:
+        units = unit_axis(last, layer_class)
         bar = dict(
             type="bar",
             x=np.arange(len(maps)),
             y=maps,
             marker={"color": BAR_COLOR, "line_width": 0},
-            hovertemplate="unit %{x}<br>%{y:.3g}<extra></extra>",
+            hovertemplate=f"{units.split()[0]} %{{x}}<br>%{{y:.3g}}<extra></extra>",
         )
-        return figure(
-            [bar], title, bargap=0.1, xaxis={"title_text": "unit"}, yaxis={"title_text": "output"}
-        )
+        xaxis = {"title_text": units}
+        if last:  # one tick per class
+            xaxis.update(tickmode="array", tickvals=list(range(len(maps))))
+        layout = {"xaxis": xaxis, "yaxis": {"title_text": "output"}, "margin_b": 46}
+        return figure([bar], title, bargap=0.1, **layout)
     if maps.ndim == 2:
         maps = maps[None]
     if maps.ndim != 3:
         raise ValueError(f"maps must be (C, H, W), (H, W) or (n,), got shape {maps.shape}")
     z, owner = mosaic(maps, square_columns(len(maps)))
+    low, high, diverging = colour_range(z)
+    scale = DIVERGING_SCALE if diverging else SEQUENTIAL_SCALE
     heatmap = dict(
         type="heatmap",
         z=z,
         customdata=owner,
-        colorscale=SEQUENTIAL_SCALE,
+        colorscale=scale,
+        zmin=low,
+        zmax=high,
+        zmid=0 if diverging else None,
         hoverongaps=False,
         hovertemplate="channel %{customdata}<br>%{z:.3g}<extra></extra>",
         colorbar={"thickness": 10},

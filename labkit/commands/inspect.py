@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if step_used != step:
         print(f"no record at step {step}; using the nearest, step {step_used}")
     label = int(recorded.probe_labels[args.image])
+    image = recorded.probe_images[args.image]
     written = []
     for layer in layers:
         key = recorded.key(layer)
@@ -73,8 +74,17 @@ def run(args: argparse.Namespace) -> int:
             written.append(_save(figure, out / f"kernels-{key}-step{step_used}.{args.format}"))
         maps = recorded.feature_map(layer, step_used)[args.image]
         title = f"{key} output, probe {args.image} (digit {label}), step {step_used}"
+        figure = feature_map_figure(
+            maps,
+            title,
+            layer_class=recorded.layers[layer]["class"],
+            previous=recorded.key(layer - 1) if layer else None,
+            last=layer == len(recorded.layers) - 1,
+            image=image,
+            label=label,
+        )
         name = f"features-{key}-step{step_used}-probe{args.image}.{args.format}"
-        written.append(_save(feature_map_figure(maps, title), out / name))
+        written.append(_save(figure, out / name))
     for path in written:
         print(path)
     return 0
