@@ -14,6 +14,31 @@ DATA_HELP = (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every subcommand's help: each option's default shown as "(default: X)" after its
+    text, unless the text already says its default, or there is none to show (None, a
+    flag's False, an empty list: the text says what happens without the option)."""
+
+    def __init__(self, prog: str, **options) -> None:
+        options.setdefault("max_help_position", 30)  # --record-every N, gradcheck: one line
+        super().__init__(prog, **options)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        if (
+            not shown
+            or "default" in text
+            or default is argparse.SUPPRESS
+            or default is None
+            or default is False
+            or default == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def add_model_argument(parser, default: str | None = "lenet", what: str = "") -> None:
     """``--model``: one spelling and one help text for every subcommand that takes it."""
     shown = f" (default: {default})" if default else ""

@@ -20,8 +20,15 @@ def add_parser(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="accuracy and confusion matrix of saved weights"
     )
-    evaluate.add_argument("weights", type=Path, help="weights.npz, or a folder holding one")
-    add_model_argument(evaluate, default=None, what="; needed for weights of your own layers")
+    evaluate.add_argument(
+        "weights", type=Path, help="weights.npz, or a run folder holding one (labkit train's)"
+    )
+    add_model_argument(
+        evaluate,
+        default=None,
+        what="; needed for weights of your own layers (default: the architecture saved with "
+        "the weights, labkit's layers only)",
+    )
     evaluate.add_argument(
         "--data",
         default=None,
@@ -31,7 +38,9 @@ def add_parser(commands) -> None:
         "--figure",
         type=Path,
         default=None,
-        help="confusion figure (default: confusion-DATA.png beside the weights, DATA naming "
+        metavar="FILE",
+        help="where to write the confusion-matrix figure, in any format matplotlib writes "
+        "(default: confusion-DATA.png beside the weights, DATA naming "
         "the data set: confusion-sample.png, confusion-mnist.png, ...)",
     )
     evaluate.set_defaults(handler=run)

@@ -39,25 +39,46 @@ def add_parser(commands) -> None:
         "--run",
         type=Path,
         default=None,
-        help="check the weights saved in this run folder (with --model for your own layers)",
+        help="check the weights saved in this run folder (with --model for your own layers), "
+        "and store the report in it (default: a fresh network, nothing stored)",
     )
     parser.add_argument(
-        "--fast", action="store_true", help="directional checks instead of every element"
+        "--fast",
+        action="store_true",
+        help="directional checks instead of every element (seconds instead of minutes)",
     )
-    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(
-        "--oracle", choices=ORACLES, default=None, help="also compare with TensorFlow"
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the report here, as JSON (default: only printed)",
+    )
+    parser.add_argument(
+        "--oracle",
+        choices=ORACLES,
+        default=None,
+        help="also compare every layer with TensorFlow's (default: no oracle)",
     )
     parser.add_argument(
         "--max-elements",
         type=positive_int,
         default=None,
+        metavar="N",
         help="full mode: check at most N random elements per tensor (default: all); a "
         "fault touching a fraction f of a tensor's elements escapes with probability at "
         "most (1 - f)**N (N = 500: 0.7%% for f = 1%%)",
     )
-    parser.add_argument("--batch", type=positive_int, default=2, help="digits per check")
-    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument(
+        "--batch", type=positive_int, default=2, help="test digits the network is checked on"
+    )
+    parser.add_argument(
+        "--seed",
+        type=seed,
+        default=0,
+        help="seeds the fresh network, its random biases, the digits' noise and the check's "
+        "random directions and elements",
+    )
     parser.set_defaults(handler=run)
 
 

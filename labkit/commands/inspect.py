@@ -22,14 +22,29 @@ def add_parser(commands) -> None:
         help="a step between the run's first and last records; the nearest record is drawn "
         "(default: the last record)",
     )
-    parser.add_argument("--layer", default=None, help="layer key (03-Convolutional) or index")
-    parser.add_argument("--image", type=int, default=0, help="probe digit, 0-15 (default 0)")
-    parser.add_argument("--out", type=Path, default=None, help="default: RUN/figures")
-    parser.add_argument("--format", choices=["png", "svg"], default="png")
+    parser.add_argument(
+        "--layer",
+        default=None,
+        help="one layer, by key (03-Convolutional) or index (default: every layer)",
+    )
+    parser.add_argument(
+        "--image", type=int, default=0, help="which probe digit's feature maps, 0-15"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for the figures (default: RUN/figures)",
+    )
+    parser.add_argument(
+        "--format", choices=["png", "svg"], default="png", help="the figures' file format"
+    )
     add_model_argument(
         parser,
         default=None,
-        what="; optional: the figures need no code, but a --model is checked against the run",
+        what="; optional: the figures need no code, but a --model is checked against the run "
+        "(default: none)",
     )
     parser.set_defaults(handler=run)
 

@@ -11,7 +11,9 @@ from labkit.runs import RunSummary, list_runs
 
 def add_parser(commands) -> None:
     runs = commands.add_parser("runs", help="list recorded runs")
-    actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = runs.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="what to do with the runs"
+    )
     listing = actions.add_parser("list", help="one line per run in a folder")
     listing.add_argument(
         "directory",
@@ -19,7 +21,7 @@ def add_parser(commands) -> None:
         type=Path,
         default=Path("runs"),
         metavar="DIR",
-        help="folder holding the runs (default: runs)",
+        help="folder holding the runs",
     )
     listing.set_defaults(handler=run)
 

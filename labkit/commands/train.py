@@ -29,30 +29,57 @@ from labkit.usercode import load_model
 def add_parser(commands) -> None:
     train = commands.add_parser("train", help="train a network (a preset or yours) on MNIST")
     add_model_argument(train)
-    train.add_argument("--epochs", type=positive_int, default=5)
-    train.add_argument("--batch-size", type=positive_int, default=32)
     train.add_argument(
-        "--lr", type=positive_float, default=None, help="learning rate (default per optimizer)"
+        "--epochs", type=positive_int, default=5, help="passes over the training digits"
     )
-    train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    train.add_argument("--seed", type=seed, default=0)
+    train.add_argument(
+        "--batch-size", type=positive_int, default=32, help="digits per training step"
+    )
+    defaults = ", ".join(f"{name} {lr:g}" for name, lr in sorted(DEFAULT_LR.items()))
+    train.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        help=f"learning rate (default: the optimizer's: {defaults})",
+    )
+    train.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        default="adam",
+        help="how the gradients update the weights",
+    )
+    train.add_argument(
+        "--seed",
+        type=seed,
+        default=0,
+        help="seeds the initial weights, the shuffling and the probe digits; the same seed "
+        "and --threads give bit-identical weights",
+    )
     train.add_argument("--data", default=None, help=DATA_HELP)
     train.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: runs/MODEL-TIMESTAMP)"
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="output folder (default: runs/MODEL-TIMESTAMP)",
     )
     train.add_argument(
         "--record-every",
         type=positive_int,
         default=RecordSchedule.every,
-        help="record activations, gradients and weights every N steps (denser at the start)",
+        metavar="N",
+        help="record activations, gradients and weights every N steps, and more often at the start",
     )
-    train.add_argument("--no-record", action="store_true", help="save only the weights")
+    train.add_argument(
+        "--no-record", action="store_true", help="save only the weights and history, no recording"
+    )
     train.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
         "--threads",
         type=positive_int,
         default=None,
+        metavar="N",
         help="threads each batch is split over (default: every core; 1: serial)",
     )
     train.set_defaults(handler=run)
