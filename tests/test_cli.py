@@ -163,6 +163,45 @@ def test_import_labkit_does_not_import_tensorflow():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+HEAVY = ("numpy", "scipy", "zarr", "dash", "plotly", "matplotlib", "tensorflow", "tqdm")
+HELP_IMPORTS = """
+import sys
+from labkit.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["train"], ["evaluate"], ["gradcheck"], ["inspect"], ["runs", "list"], ["dashboard"]],
+    ids=lambda command: " ".join(["labkit", *command, "--help"]),
+)
+def test_help_imports_nothing_heavy(command):
+    """`labkit --help` and each command's: the parser is built from labkit.options and
+    the command modules, which import NumPy and the rest only when the command runs."""
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_IMPORTS, *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "usage: labkit" in result.stdout
+    imported = set(result.stdout.split("\n")[-2].split())
+    assert "labkit" in imported and not imported & set(HEAVY)
+
+
+def test_every_optimizer_has_its_default_learning_rate():
+    from labkit.optim import OPTIMIZERS
+    from labkit.options import DEFAULT_LR
+
+    assert set(DEFAULT_LR) == set(OPTIMIZERS)  # DEFAULT_LR's keys are --optimizer's choices
+
+
 def test_console_script_is_installed():
     result = subprocess.run(["labkit", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from matplotlib.colors import LogNorm
 
+import labkit.inspect
 from labkit.cli import main
-from labkit.commands import inspect as inspect_command
 from labkit.inspect import confusion_figure, feature_map_figure, kernel_grid_figure
 from labkit.recording import open_recording
 
@@ -128,13 +128,13 @@ def test_a_reshape_is_a_note_and_the_last_layer_is_labelled_by_class():
 
 def test_inspect_tells_each_figure_its_layer_and_the_probe(run_dir, monkeypatch):
     calls = {}
-    real = inspect_command.feature_map_figure
+    real = labkit.inspect.feature_map_figure
 
     def spy(maps, title, **options):
         calls[title.split()[0]] = options
         return real(maps, title, **options)
 
-    monkeypatch.setattr(inspect_command, "feature_map_figure", spy)
+    monkeypatch.setattr(labkit.inspect, "feature_map_figure", spy)  # labkit inspect's, when run
     assert main(["inspect", str(run_dir), "--image", "2", "--out", str(run_dir / "spy")]) == 0
     assert calls["06-Reshape"]["layer_class"] == "Reshape"
     assert calls["06-Reshape"]["previous"] == "05-ReLU"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from labkit.usercode import MODEL_HELP
+from labkit.options import MODEL_HELP
 
 DATA_HELP = (
     "'sample' (the bundled 2,000 train / 500 test digits), 'auto' (LABKIT_DATA, then the "

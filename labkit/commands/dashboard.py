@@ -11,7 +11,6 @@ from pathlib import Path
 
 from labkit.commands.args import port_number
 from labkit.errors import LabkitError
-from labkit.usercode import load_model
 
 
 def add_parser(commands) -> None:
@@ -85,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.runs_dir.is_dir():
         what = "no such folder" if not args.runs_dir.exists() else "not a folder"
         raise LabkitError(f"{args.runs_dir}: {what} (RUNS_DIR holds the runs of labkit train)")
+    from labkit.usercode import load_model  # NumPy only when serving
+
     models = [load_model(spec) for spec in args.model]
     from dashboards.app import serve  # Dash only when serving
 

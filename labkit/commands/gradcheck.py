@@ -1,4 +1,7 @@
-"""``labkit gradcheck``: finite-difference checks of every layer and of the whole network."""
+"""``labkit gradcheck``: finite-difference checks of every layer and of the whole network.
+
+NumPy and the checker are imported when the command runs, not by its parser.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +9,15 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from labkit.checks import (
-    ORACLES,
-    check_all,
-    check_one_layer,
-    jitter_biases,
-    sample_test_digits,
-)
 from labkit.commands.args import add_model_argument, positive_int, seed
-from labkit.differences import miss_chance
 from labkit.errors import LabkitError, one_line
-from labkit.gradcheck import layer_name
-from labkit.layers import Layer
-from labkit.network import Network
-from labkit.reports import verdict
-from labkit.runs import write_gradcheck
-from labkit.usercode import load_model, load_network
+from labkit.options import ORACLES
+
+if TYPE_CHECKING:
+    from labkit.layers import Layer
+    from labkit.network import Network
 
 
 def add_parser(commands) -> None:
@@ -85,6 +80,10 @@ def add_parser(commands) -> None:
 def _subject(args: argparse.Namespace) -> tuple[Network | Layer, str]:
     """What to check (a fresh network with random biases, a single layer, or a run's
     weights) and how the report names it."""
+    from labkit.checks import jitter_biases
+    from labkit.gradcheck import layer_name
+    from labkit.usercode import load_model, load_network
+
     spec = args.model or (None if args.run else "lenet")
     model = None if spec is None else load_model(spec, args.seed, allow_layer=args.run is None)
     if args.run is None:
@@ -99,6 +98,8 @@ def _subject(args: argparse.Namespace) -> tuple[Network | Layer, str]:
 
 def sampling_note(sampled: int) -> str:
     """What a random subset of ``sampled`` elements per tensor guarantees."""
+    from labkit.differences import miss_chance
+
     chances = ", ".join(
         f"{fraction:.0%}: {miss_chance(sampled, fraction):.2g}" for fraction in (0.01, 0.05, 0.1)
     )
@@ -129,6 +130,11 @@ def prepare_report(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check, print the table and verdict, write the report where asked; 1 if anything failed."""
+    from labkit.checks import check_all, check_one_layer, sample_test_digits
+    from labkit.network import Network
+    from labkit.reports import verdict
+    from labkit.runs import write_gradcheck
+
     if args.json is not None:
         prepare_report(args.json)
     subject, name = _subject(args)

@@ -1,4 +1,5 @@
-"""``labkit inspect``: kernel-grid and feature-map figures of a recorded run, with matplotlib."""
+"""``labkit inspect``: kernel-grid and feature-map figures of a recorded run, with matplotlib
+(imported when the command runs, not by its parser)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ from pathlib import Path
 
 from labkit.commands.args import add_model_argument
 from labkit.errors import LabkitError
-from labkit.inspect import feature_map_figure, kernel_grid_figure
-from labkit.recording import open_recording
-from labkit.usercode import architecture_difference, load_model
 
 
 def add_parser(commands) -> None:
@@ -50,6 +48,10 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from labkit.inspect import feature_map_figure, kernel_grid_figure
+    from labkit.recording import open_recording
+    from labkit.usercode import architecture_difference, load_model
+
     recorded = open_recording(args.run)
     if args.model is not None:  # read only the arrays; but never draw another network's run
         ours = load_model(args.model).network.architecture(partial=True)

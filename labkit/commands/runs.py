@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from labkit.recording import check_recorded
-from labkit.runs import RunSummary, list_runs
+if TYPE_CHECKING:
+    from labkit.runs import RunSummary
 
 
 def add_parser(commands) -> None:
@@ -76,6 +77,9 @@ def format_table(summaries: list[RunSummary]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from labkit.recording import check_recorded
+    from labkit.runs import list_runs
+
     summaries = list_runs(args.directory, check=check_recorded)
     if not summaries:
         print(f"no runs in {args.directory}; make one with `labkit train`")
