@@ -264,8 +264,11 @@ def test_kernel_grid_wraps_one_input_channel_into_a_square():
     kernels = np.arange(5 * 2 * 2, dtype=np.float32).reshape(5, 1, 2, 2) + 1
     fig = F.kernel_grid(kernels, "0:Convolutional")
     z = np.asarray(fig.data[0].z, dtype=float)
-    heads = [(a.text, a.x, a.y) for a in fig.layout.annotations]  # each kernel's k above it
-    assert heads == [(str(d), d % 3 * 3 + 0.5, d // 3 * 3 - 0.5) for d in range(5)]
+    heads = fig.data[1]  # each kernel's k just above it
+    assert (heads.mode, heads.textposition, heads.hoverinfo) == ("text", "top center", "skip")
+    assert list(zip(heads.text, heads.x, heads.y, strict=True)) == [
+        (str(d), d % 3 * 3 + 0.5, d // 3 * 3 - 0.5) for d in range(5)
+    ]
     assert fig.layout.yaxis.range[1] < -0.5  # room for the first row's heads
     assert z.shape == (2 * 3 - 1, 3 * 3 - 1)  # 5 kernels in 3 columns, 2 rows
     for d in range(5):

@@ -59,8 +59,13 @@ def test_several_input_channels_label_every_row_and_column():
 def test_inspect_and_the_dashboard_label_kernels_alike(shape):
     kernels = np.random.default_rng(2).standard_normal(shape)
     drawn = kernel_grid_figure(kernels, "k").axes[0]
-    shown = figures.kernel_grid(kernels, "k").layout
-    heads = {(a.x, a.y, a.text) for a in shown.annotations}
+    plotted = figures.kernel_grid(kernels, "k")
+    shown = plotted.layout
+    heads = {
+        head
+        for trace in plotted.data[1:]
+        for head in zip(trace.x, trace.y, trace.text, strict=True)
+    }
     assert {(*t.get_position(), t.get_text()) for t in drawn.texts} == heads
     assert len(heads) == (shape[0] if shape[1] == 1 else 0)
     ticks = [t.get_text() for t in drawn.get_yticklabels()]

@@ -36,7 +36,7 @@ def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.F
     kernels = np.asarray(kernels, dtype=np.float32)
     if kernels.ndim == 2:
         z = kernels
-        customdata = None
+        customdata, heads = None, []
         hover = "out %{y}, in %{x}<br>%{z:.3g}<extra></extra>"
         layout = {
             "xaxis": {"title_text": "input", "showgrid": False, "zeroline": False},
@@ -48,7 +48,9 @@ def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.F
         z, owner = mosaic(kernels.reshape(depth * channels, kh, kw), columns)
         customdata = np.stack([owner // channels, owner % channels], axis=-1)
         hover = "k %{customdata[0]}, c %{customdata[1]}<br>%{z:.3g}<extra></extra>"
-        layout = _kernel_axes(z.shape, kernel_labels(depth, channels, kh, kw))
+        labels = kernel_labels(depth, channels, kh, kw)
+        layout = _kernel_axes(z.shape, labels)
+        heads = _tile_heads(labels)
     else:
         raise ValueError(f"kernels must be (D, C, k, k) or 2-D, got shape {kernels.shape}")
     if diverging:
@@ -67,7 +69,7 @@ def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.F
         colorbar={"thickness": 10},
         **colour,
     )
-    return figure([heatmap], title, **layout)
+    return figure([heatmap, *heads], title, **layout)
 
 
 def _kernel_axes(shape: tuple[int, int], labels: KernelLabels) -> dict:
@@ -88,19 +90,28 @@ def _kernel_axes(shape: tuple[int, int], labels: KernelLabels) -> dict:
             )
     if labels.tiles:  # room above the first row for its heads
         axes["yaxis"]["range"] = [axes["yaxis"]["range"][0], -1.5]
-    size = 10 if len(labels.tiles) <= 36 else 8  # a head fits in the gap above its tile
-    axes["annotations"] = [
-        {
-            "x": x,
-            "y": y,
-            "text": name,
-            "showarrow": False,
-            "yanchor": "bottom",
-            "font": {"size": size, "color": MARKER_COLOR},
-        }
-        for x, y, name in labels.tiles
-    ]
     return axes
+
+
+def _tile_heads(labels: KernelLabels) -> list[dict]:
+    """Each tile's k just above it, as ONE text trace (an annotation apiece costs ~0.25 ms)."""
+    if not labels.tiles:
+        return []
+    x, y, text = zip(*labels.tiles, strict=True)
+    size = 10 if len(text) <= 36 else 8  # a head fits in the gap above its tile
+    return [
+        dict(
+            type="scatter",
+            mode="text",
+            x=x,
+            y=y,
+            text=text,
+            textposition="top center",
+            textfont={"size": size, "color": MARKER_COLOR},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    ]
 
 
 def feature_map_grid(
