@@ -23,9 +23,8 @@ from labkit.gradcheck import (
 from labkit.gradcheck_tutorial import is_tutorial_layer
 from labkit.losses import Loss
 from labkit.network import Network
+from labkit.options import ORACLES
 from labkit.reports import CheckSuite, Report
-
-ORACLES = ("tensorflow",)
 
 
 def digits(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

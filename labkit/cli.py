@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from labkit import __version__
 from labkit.commands import dashboard, evaluate, gradcheck, inspect, runs, train
+from labkit.commands.args import HelpFormatter
 from labkit.errors import LabkitError
 
 SUBCOMMANDS = (train, evaluate, gradcheck, inspect, runs, dashboard)
@@ -22,7 +23,12 @@ BROKEN_PIPE = 128 + getattr(signal, "SIGPIPE", 13)  # what a shell reports for g
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line (no usage block), still with exit status 2."""
+    """argparse, but an error is one line (no usage block), still with exit status 2; and
+    every (sub)command's help shows its defaults (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -31,7 +37,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="labkit", description="A gradient-checking lab for a NumPy CNN.")
     parser.add_argument("--version", action="version", version=f"labkit {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do; `labkit COMMAND --help` tells its options",
+    )
     for module in SUBCOMMANDS:
         module.add_parser(commands)
     return parser

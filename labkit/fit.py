@@ -24,13 +24,13 @@ from labkit.data import MNIST, load_mnist
 from labkit.errors import LabkitError, one_line
 from labkit.network import Network
 from labkit.optim import OPTIMIZERS
+from labkit.options import DEFAULT_LR
 from labkit.parallel import thread_count
 from labkit.recorder import Recorder, RecordSchedule, choose_probes
 from labkit.runs.files import acquire_lock
 from labkit.runs.format import LOCK, MANIFEST
 from labkit.train import Callback, StopSignals, Trainer, TrainResult
 
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3}
 WEIGHTS = "weights.npz"
 HISTORY = "history.json"
 

@@ -4,6 +4,7 @@ figures (:mod:`labkit.inspect`) and the dashboard use, so they show the same gri
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,3 +41,40 @@ def mosaic(tiles: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
         return blocks.reshape(rows * (h + 1), columns * (w + 1))[:-1, :-1]
 
     return lay(padded), lay(owner)
+
+
+@dataclass(frozen=True)
+class KernelLabels:
+    """Where a kernel mosaic's indices go, in mosaic pixel coordinates (x right, y down)."""
+
+    rows: list[tuple[float, str]]  # (y of a row's centre, its output channel k)
+    columns: list[tuple[float, str]]  # (x of a column's centre, its input channel c)
+    tiles: list[tuple[float, float, str]]  # (x of a tile's centre, y of its top edge, k)
+    x_title: str
+    y_title: str
+
+
+def kernel_labels(depth: int, channels: int, height: int, width: int) -> KernelLabels:
+    """The labels of :func:`kernel_columns`' layout: with several input channels, a tick
+    on every row (output channel k) and column (input channel c); with one, each tile
+    headed by its k, in reading order (a wrapped grid has no row or column meaning)."""
+    if channels > 1:
+        return KernelLabels(
+            rows=[(k * (height + 1) + (height - 1) / 2, str(k)) for k in range(depth)],
+            columns=[(c * (width + 1) + (width - 1) / 2, str(c)) for c in range(channels)],
+            tiles=[],
+            x_title="input channel c",
+            y_title="output channel k",
+        )
+    columns = kernel_columns(depth, channels)
+    tiles = []
+    for k in range(depth):
+        row, column = divmod(k, columns)
+        tiles.append((column * (width + 1) + (width - 1) / 2, row * (height + 1) - 0.5, str(k)))
+    return KernelLabels(
+        rows=[],
+        columns=[],
+        tiles=tiles,
+        x_title=f"output channel k (one input channel), {columns} per row",
+        y_title="",
+    )

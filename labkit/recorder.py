@@ -30,6 +30,7 @@ import numpy as np
 
 from labkit.layers import Sigmoid, Tanh, softmax
 from labkit.network import Network, layer_key
+from labkit.options import RECORD_EVERY
 from labkit.recording import (
     HIST,
     HIST_EDGES,
@@ -56,7 +57,7 @@ class RecordSchedule:
     """Which steps are recorded: every step up to 10, every 5th up to ``dense_until``,
     then every ``every``-th, and always the last one."""
 
-    every: int = 100
+    every: int = RECORD_EVERY
     dense_until: int = 100
 
     def records(self, step: int, total_steps: int) -> bool:

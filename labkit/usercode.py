@@ -35,11 +35,7 @@ from labkit.layers.base import Layer
 from labkit.layers.registry import BUILTIN_LAYERS, UnknownLayerClass
 from labkit.models import MODELS
 from labkit.network import Network, read_weights
-
-MODEL_HELP = (
-    "a preset (lenet, tutorial), a JSON architecture FILE.json, or your own code: "
-    "FILE.py:NAME or package.module:NAME, NAME a Network or a function returning one"
-)
+from labkit.options import MODEL_HELP
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit.cli import main
+from labkit.cli import build_parser, main
 from labkit.network import Network
 
 
@@ -162,7 +163,73 @@ def test_import_labkit_does_not_import_tensorflow():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+HEAVY = ("numpy", "scipy", "zarr", "dash", "plotly", "matplotlib", "tensorflow", "tqdm")
+HELP_IMPORTS = """
+import sys
+from labkit.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["train"], ["evaluate"], ["gradcheck"], ["inspect"], ["runs", "list"], ["dashboard"]],
+    ids=lambda command: " ".join(["labkit", *command, "--help"]),
+)
+def test_help_imports_nothing_heavy(command):
+    """`labkit --help` and each command's: the parser is built from labkit.options and
+    the command modules, which import NumPy and the rest only when the command runs."""
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_IMPORTS, *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "usage: labkit" in result.stdout
+    imported = set(result.stdout.split("\n")[-2].split())
+    assert "labkit" in imported and not imported & set(HEAVY)
+
+
+def test_every_optimizer_has_its_default_learning_rate():
+    from labkit.optim import OPTIMIZERS
+    from labkit.options import DEFAULT_LR
+
+    assert set(DEFAULT_LR) == set(OPTIMIZERS)  # DEFAULT_LR's keys are --optimizer's choices
+
+
 def test_console_script_is_installed():
     result = subprocess.run(["labkit", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "train" in result.stdout and "evaluate" in result.stdout
+
+
+def every_parser(parser: argparse.ArgumentParser):
+    """The parser and each (sub)command's, depth first: labkit, labkit train, ..."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action.choices, dict):  # a subparsers action: name -> parser
+            for child in action.choices.values():
+                yield from every_parser(child)
+
+
+def test_every_option_has_a_help_line_and_shows_its_default():
+    parsers = list(every_parser(build_parser()))
+    assert {p.prog for p in parsers} >= {"labkit train", "labkit runs list", "labkit dashboard"}
+    for parser in parsers:
+        page = " ".join(parser.format_help().split())  # one line: wrapping aside
+        assert not [bad for bad in ("None)", "False)", "[])") if f"(default: {bad}" in page]
+        for action in parser._actions:
+            name = "/".join(action.option_strings) or action.metavar or action.dest
+            assert action.help, f"{parser.prog} {name}: no help"
+            if action.nargs == 0 or action.required or isinstance(action.choices, dict):
+                continue  # a flag (--fast, --help), a required argument, the subcommands
+            shown = action.default not in (None, [], argparse.SUPPRESS)
+            said = "default" in action.help  # in words: "(default: every core; 1: serial)"
+            assert said or shown, f"{parser.prog} {name}: no default shown"
+            if shown and not said:
+                assert f"(default: {action.default})" in page, f"{parser.prog} {name}"

@@ -18,8 +18,6 @@ import pytest
 
 from labkit.checks import digits
 from labkit.cli import main
-from labkit.commands import evaluate as evaluate_command
-from labkit.commands import gradcheck as gradcheck_command
 from labkit.data import data_name, keras_cache_path, load_mnist, source_of
 from labkit.gradcheck import GradcheckError
 from labkit.network import Network
@@ -78,7 +76,7 @@ def test_a_negative_seed_is_refused_by_argparse(command, capsys, tmp_path, monke
 def test_an_unknown_figure_extension_is_refused_before_any_work(
     run_dir, capsys, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(evaluate_command, "load_mnist", no_work)
+    monkeypatch.setattr("labkit.data.load_mnist", no_work)  # the command imports it when run
     figure = tmp_path / "out.xyz"
     line = one_line(capsys, ["evaluate", str(run_dir), "--figure", str(figure)])
     assert f"--figure {figure}: matplotlib cannot write .xyz files" in line
@@ -190,7 +188,7 @@ def test_gradcheck_json_that_cannot_be_written_fails_before_the_check(
     tmp_path, capsys, monkeypatch, where, problem
 ):
     (tmp_path / "file").write_text("not a folder")
-    monkeypatch.setattr(gradcheck_command, "check_all", no_work)
+    monkeypatch.setattr("labkit.checks.check_all", no_work)
     report = tmp_path / where / "report.json"
     if not where:
         report.mkdir()
@@ -202,7 +200,7 @@ def test_gradcheck_json_that_cannot_be_written_fails_before_the_check(
 
 
 def test_a_batch_larger_than_the_sample_is_refused_with_the_maximum(capsys, monkeypatch):
-    monkeypatch.setattr(gradcheck_command, "check_all", no_work)
+    monkeypatch.setattr("labkit.checks.check_all", no_work)
     line = one_line(capsys, ["gradcheck", "--fast", "--batch", "100000"])
     assert line.endswith(
         "--batch 100000: the largest batch is 500 (the bundled sample's test digits)"

@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EVALUATE_AFTER_FLAG = """
 import sys, time
 from pathlib import Path
-import labkit.commands.evaluate as evaluate
-flag, real = Path(sys.argv[1]), evaluate.confusion_figure
+import labkit.inspect as figures  # labkit evaluate imports its figure from here when run
+flag, real = Path(sys.argv[1]), figures.confusion_figure
 def confusion_figure(matrix):
     deadline = time.monotonic() + 120
     while not flag.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return real(matrix)
-evaluate.confusion_figure = confusion_figure
+figures.confusion_figure = confusion_figure
 from labkit.cli import main
 sys.exit(main(sys.argv[2:]))
 """

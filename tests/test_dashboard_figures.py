@@ -273,11 +273,25 @@ def test_kernel_grid_puts_every_kernel_in_its_row_and_column():
     bound = np.abs(kernels).max()
     assert (heatmap.zmin, heatmap.zmax, heatmap.zmid) == (-bound, bound, 0)
     assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]  # kernel 0 on top
+    assert list(fig.layout.yaxis.ticktext) == ["0", "1", "2"]  # every output channel k
+    assert list(fig.layout.yaxis.tickvals) == [1.5, 6.5, 11.5]  # at its row's centre
+    assert list(fig.layout.xaxis.ticktext) == ["0", "1"]  # every input channel c
+    assert (fig.layout.yaxis.title.text, fig.layout.xaxis.title.text) == (
+        "output channel k",
+        "input channel c",
+    )
 
 
 def test_kernel_grid_wraps_one_input_channel_into_a_square():
     kernels = np.arange(5 * 2 * 2, dtype=np.float32).reshape(5, 1, 2, 2) + 1
-    z = np.asarray(F.kernel_grid(kernels, "0:Convolutional").data[0].z, dtype=float)
+    fig = F.kernel_grid(kernels, "0:Convolutional")
+    z = np.asarray(fig.data[0].z, dtype=float)
+    heads = fig.data[1]  # each kernel's k just above it
+    assert (heads.mode, heads.textposition, heads.hoverinfo) == ("text", "top center", "skip")
+    assert list(zip(heads.text, heads.x, heads.y, strict=True)) == [
+        (str(d), d % 3 * 3 + 0.5, d // 3 * 3 - 0.5) for d in range(5)
+    ]
+    assert fig.layout.yaxis.range[1] < -0.5  # room for the first row's heads
     assert z.shape == (2 * 3 - 1, 3 * 3 - 1)  # 5 kernels in 3 columns, 2 rows
     for d in range(5):
         row, column = divmod(d, 3)
@@ -315,6 +329,40 @@ def test_feature_map_grid_mosaic_and_bars():
     assert np.asarray(heatmap.z).dtype != np.float16 and np.asarray(bar.y).dtype != np.float16
     single = F.feature_map_grid(np.ones((4, 4)), "one map").data[0]
     assert np.shape(single.z) == (4, 4)
+
+
+def test_feature_maps_with_both_signs_are_diverging_around_0_else_sequential_from_0():
+    signed = np.array([[[-0.5, 2.0], [0.0, 1.0]]], dtype=np.float16)
+    [heatmap] = F.feature_map_grid(signed, "00-Convolutional output").data
+    assert (heatmap.zmin, heatmap.zmax, heatmap.zmid) == (-2.0, 2.0, 0)
+    assert heatmap.colorscale == go.Heatmap(colorscale=F.DIVERGING_SCALE).colorscale
+    [relu] = F.feature_map_grid(np.abs(signed), "02-ReLU output").data
+    assert (relu.zmin, relu.zmax, relu.zmid) == (0, 2.0, None)
+    assert relu.colorscale == go.Heatmap(colorscale=F.SEQUENTIAL_SCALE).colorscale
+    [dead] = F.feature_map_grid(np.zeros((2, 3, 3)), "all zero").data
+    assert (dead.zmin, dead.zmax) == (0, 1.0)  # still a valid scale
+
+
+def test_a_reshape_says_it_repeats_the_layer_before_instead_of_drawing_it():
+    flat = np.arange(512, dtype=np.float16)
+    fig = F.feature_map_grid(flat, "06-Reshape output", layer_class="Reshape", previous="05-ReLU")
+    assert fig.data == ()
+    [note] = fig.layout.annotations
+    assert note.text.startswith("Reshape: the same 512 values as 05-ReLU, flattened to (512,)")
+    assert "pick the layer before" in note.text and fig.layout.title.text == "06-Reshape output"
+    flatten = F.feature_map_grid(flat, "f", layer_class="Flatten").layout.annotations[0].text
+    assert flatten.startswith("Flatten: the same 512 values as the layer before")
+    assert isinstance(F.feature_map_grid(flat, "d", layer_class="Dense").data[0], go.Bar)
+
+
+def test_the_last_layer_is_labelled_by_class():
+    logits = np.linspace(-2, 2, 10)
+    last = F.feature_map_grid(logits, "09-Dense output", layer_class="Dense", last=True)
+    assert last.layout.xaxis.title.text == "class (logits)"
+    assert list(last.layout.xaxis.tickvals) == list(range(10))
+    assert last.data[0].hovertemplate.startswith("class %{x}")
+    hidden = F.feature_map_grid(logits, "07-Dense output", layer_class="Dense")
+    assert hidden.layout.xaxis.title.text == "unit" and hidden.layout.xaxis.tickvals is None
 
 
 # ---------------------------------------------------------------------- probes

@@ -5,13 +5,38 @@ from __future__ import annotations
 import argparse
 import os
 
-from labkit.usercode import MODEL_HELP
+from labkit.options import MODEL_HELP
 
 DATA_HELP = (
     "'sample' (the bundled 2,000 train / 500 test digits), 'auto' (LABKIT_DATA, then the "
     "Keras cache, then a download), or a path to mnist.npz or a folder of IDX files "
     "(default: $LABKIT_DATA if set, else sample)"
 )
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every subcommand's help: each option's default shown as "(default: X)" after its
+    text, unless the text already says its default, or there is none to show (None, a
+    flag's False, an empty list: the text says what happens without the option)."""
+
+    def __init__(self, prog: str, **options) -> None:
+        options.setdefault("max_help_position", 30)  # --record-every N, gradcheck: one line
+        super().__init__(prog, **options)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        if (
+            not shown
+            or "default" in text
+            or default is argparse.SUPPRESS
+            or default is None
+            or default is False
+            or default == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def add_model_argument(parser, default: str | None = "lenet", what: str = "") -> None:

@@ -11,13 +11,19 @@ from pathlib import Path
 
 from labkit.commands.args import port_number
 from labkit.errors import LabkitError
-from labkit.usercode import load_model
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("dashboard", help="serve the replay dashboard on localhost")
-    parser.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), metavar="RUNS_DIR")
-    parser.add_argument("--port", type=port_number, default=8050)
+    parser.add_argument(
+        "runs_dir",
+        nargs="?",
+        type=Path,
+        default=Path("runs"),
+        metavar="RUNS_DIR",
+        help="the folder of runs to show (labkit train's --out folders)",
+    )
+    parser.add_argument("--port", type=port_number, default=8050, help="the port to listen on")
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -30,8 +36,8 @@ def add_parser(commands) -> None:
         default=[],
         metavar="NAME",
         help="a host name the browser may use to reach the dashboard, besides localhost,"
-        " 127.0.0.1 and --host (others get 403, against DNS rebinding); repeat it for"
-        " several, or '*' for any",
+        " 127.0.0.1 and --host (default: those only; others get 403, against DNS"
+        " rebinding); repeat it for several, or '*' for any",
     )
     parser.add_argument(
         "--model",
@@ -39,7 +45,8 @@ def add_parser(commands) -> None:
         default=[],
         metavar="MODEL",
         help="the code of runs made with your own layers (FILE.py:NAME or package.module:NAME),"
-        " so the check button can rebuild them; repeat it for several",
+        " so the check button can rebuild them; repeat it for several (default: none,"
+        " labkit's own layers only)",
     )
     parser.set_defaults(handler=run)
 
@@ -77,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.runs_dir.is_dir():
         what = "no such folder" if not args.runs_dir.exists() else "not a folder"
         raise LabkitError(f"{args.runs_dir}: {what} (RUNS_DIR holds the runs of labkit train)")
+    from labkit.usercode import load_model  # NumPy only when serving
+
     models = [load_model(spec) for spec in args.model]
     from dashboards.app import serve  # Dash only when serving
 

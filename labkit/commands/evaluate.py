@@ -1,4 +1,7 @@
-"""``labkit evaluate``: accuracy, confusion matrix and its figure for saved weights."""
+"""``labkit evaluate``: accuracy, confusion matrix and its figure for saved weights.
+
+NumPy, matplotlib and the network are imported when the command runs, not by its parser.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +10,22 @@ import json
 from pathlib import Path
 
 from labkit.commands.args import DATA_HELP, add_model_argument, default_data
-from labkit.data import NUM_CLASSES, data_name, load_mnist, source_of
 from labkit.errors import LabkitError
-from labkit.fit import HISTORY
-from labkit.inspect import confusion_figure, figure_formats
-from labkit.metrics import confusion_matrix, format_confusion
-from labkit.runs import open_run
-from labkit.usercode import load_model, load_network
 
 
 def add_parser(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="accuracy and confusion matrix of saved weights"
     )
-    evaluate.add_argument("weights", type=Path, help="weights.npz, or a folder holding one")
-    add_model_argument(evaluate, default=None, what="; needed for weights of your own layers")
+    evaluate.add_argument(
+        "weights", type=Path, help="weights.npz, or a run folder holding one (labkit train's)"
+    )
+    add_model_argument(
+        evaluate,
+        default=None,
+        what="; needed for weights of your own layers (default: the architecture saved with "
+        "the weights, labkit's layers only)",
+    )
     evaluate.add_argument(
         "--data",
         default=None,
@@ -31,7 +35,9 @@ def add_parser(commands) -> None:
         "--figure",
         type=Path,
         default=None,
-        help="confusion figure (default: confusion-DATA.png beside the weights, DATA naming "
+        metavar="FILE",
+        help="where to write the confusion-matrix figure, in any format matplotlib writes "
+        "(default: confusion-DATA.png beside the weights, DATA naming "
         "the data set: confusion-sample.png, confusion-mnist.png, ...)",
     )
     evaluate.set_defaults(handler=run)
@@ -40,6 +46,8 @@ def add_parser(commands) -> None:
 def figure_format(path: Path) -> str:
     """Before any work: the format of a figure file, which matplotlib must know (a name
     without extension is PNG, written under that very name)."""
+    from labkit.inspect import figure_formats
+
     extension = path.suffix[1:].lower()
     formats = figure_formats()
     if extension and extension not in formats:
@@ -53,6 +61,9 @@ def figure_format(path: Path) -> str:
 def trained_on(folder: Path) -> str | None:
     """The data the run in ``folder`` was trained on (an :attr:`MNIST.source`), as its
     history records it, or its manifest for a run that stopped before; None if neither."""
+    from labkit.fit import HISTORY
+    from labkit.runs import open_run
+
     try:
         recorded = json.loads((folder / HISTORY).read_text(encoding="utf-8"))["config"]["data"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -66,6 +77,8 @@ def trained_on(folder: Path) -> str | None:
 def _load_data(args: argparse.Namespace, folder: Path):
     """``--data``, else the data the run was trained on, else the default; and whether it
     is the run's own."""
+    from labkit.data import load_mnist, source_of
+
     recorded = None if args.data else trained_on(folder)
     if recorded is None:
         return load_mnist(args.data or default_data()), False
@@ -78,6 +91,11 @@ def _load_data(args: argparse.Namespace, folder: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from labkit.data import NUM_CLASSES, data_name
+    from labkit.inspect import confusion_figure
+    from labkit.metrics import confusion_matrix, format_confusion
+    from labkit.usercode import load_model, load_network
+
     if args.figure is not None:
         figure_format(args.figure)
     path = args.weights / "weights.npz" if args.weights.is_dir() else args.weights

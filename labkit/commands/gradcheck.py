@@ -1,4 +1,7 @@
-"""``labkit gradcheck``: finite-difference checks of every layer and of the whole network."""
+"""``labkit gradcheck``: finite-difference checks of every layer and of the whole network.
+
+NumPy and the checker are imported when the command runs, not by its parser.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +9,15 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from labkit.checks import (
-    ORACLES,
-    check_all,
-    check_one_layer,
-    jitter_biases,
-    sample_test_digits,
-)
 from labkit.commands.args import add_model_argument, positive_int, seed
-from labkit.differences import miss_chance
 from labkit.errors import LabkitError, one_line
-from labkit.gradcheck import layer_name
-from labkit.layers import Layer
-from labkit.network import Network
-from labkit.reports import verdict
-from labkit.runs import write_gradcheck
-from labkit.usercode import load_model, load_network
+from labkit.options import ORACLES
+
+if TYPE_CHECKING:
+    from labkit.layers import Layer
+    from labkit.network import Network
 
 
 def add_parser(commands) -> None:
@@ -39,31 +34,56 @@ def add_parser(commands) -> None:
         "--run",
         type=Path,
         default=None,
-        help="check the weights saved in this run folder (with --model for your own layers)",
+        help="check the weights saved in this run folder (with --model for your own layers), "
+        "and store the report in it (default: a fresh network, nothing stored)",
     )
     parser.add_argument(
-        "--fast", action="store_true", help="directional checks instead of every element"
+        "--fast",
+        action="store_true",
+        help="directional checks instead of every element (seconds instead of minutes)",
     )
-    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(
-        "--oracle", choices=ORACLES, default=None, help="also compare with TensorFlow"
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the report here, as JSON (default: only printed)",
+    )
+    parser.add_argument(
+        "--oracle",
+        choices=ORACLES,
+        default=None,
+        help="also compare every layer with TensorFlow's (default: no oracle)",
     )
     parser.add_argument(
         "--max-elements",
         type=positive_int,
         default=None,
+        metavar="N",
         help="full mode: check at most N random elements per tensor (default: all); a "
         "fault touching a fraction f of a tensor's elements escapes with probability at "
         "most (1 - f)**N (N = 500: 0.7%% for f = 1%%)",
     )
-    parser.add_argument("--batch", type=positive_int, default=2, help="digits per check")
-    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument(
+        "--batch", type=positive_int, default=2, help="test digits the network is checked on"
+    )
+    parser.add_argument(
+        "--seed",
+        type=seed,
+        default=0,
+        help="seeds the fresh network, its random biases, the digits' noise and the check's "
+        "random directions and elements",
+    )
     parser.set_defaults(handler=run)
 
 
 def _subject(args: argparse.Namespace) -> tuple[Network | Layer, str]:
     """What to check (a fresh network with random biases, a single layer, or a run's
     weights) and how the report names it."""
+    from labkit.checks import jitter_biases
+    from labkit.gradcheck import layer_name
+    from labkit.usercode import load_model, load_network
+
     spec = args.model or (None if args.run else "lenet")
     model = None if spec is None else load_model(spec, args.seed, allow_layer=args.run is None)
     if args.run is None:
@@ -78,6 +98,8 @@ def _subject(args: argparse.Namespace) -> tuple[Network | Layer, str]:
 
 def sampling_note(sampled: int) -> str:
     """What a random subset of ``sampled`` elements per tensor guarantees."""
+    from labkit.differences import miss_chance
+
     chances = ", ".join(
         f"{fraction:.0%}: {miss_chance(sampled, fraction):.2g}" for fraction in (0.01, 0.05, 0.1)
     )
@@ -108,6 +130,11 @@ def prepare_report(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check, print the table and verdict, write the report where asked; 1 if anything failed."""
+    from labkit.checks import check_all, check_one_layer, sample_test_digits
+    from labkit.network import Network
+    from labkit.reports import verdict
+    from labkit.runs import write_gradcheck
+
     if args.json is not None:
         prepare_report(args.json)
     subject, name = _subject(args)

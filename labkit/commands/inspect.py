@@ -1,4 +1,5 @@
-"""``labkit inspect``: kernel-grid and feature-map figures of a recorded run, with matplotlib."""
+"""``labkit inspect``: kernel-grid and feature-map figures of a recorded run, with matplotlib
+(imported when the command runs, not by its parser)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ from pathlib import Path
 
 from labkit.commands.args import add_model_argument
 from labkit.errors import LabkitError
-from labkit.inspect import feature_map_figure, kernel_grid_figure
-from labkit.recording import open_recording
-from labkit.usercode import architecture_difference, load_model
 
 
 def add_parser(commands) -> None:
@@ -22,19 +20,38 @@ def add_parser(commands) -> None:
         help="a step between the run's first and last records; the nearest record is drawn "
         "(default: the last record)",
     )
-    parser.add_argument("--layer", default=None, help="layer key (03-Convolutional) or index")
-    parser.add_argument("--image", type=int, default=0, help="probe digit, 0-15 (default 0)")
-    parser.add_argument("--out", type=Path, default=None, help="default: RUN/figures")
-    parser.add_argument("--format", choices=["png", "svg"], default="png")
+    parser.add_argument(
+        "--layer",
+        default=None,
+        help="one layer, by key (03-Convolutional) or index (default: every layer)",
+    )
+    parser.add_argument(
+        "--image", type=int, default=0, help="which probe digit's feature maps, 0-15"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for the figures (default: RUN/figures)",
+    )
+    parser.add_argument(
+        "--format", choices=["png", "svg"], default="png", help="the figures' file format"
+    )
     add_model_argument(
         parser,
         default=None,
-        what="; optional: the figures need no code, but a --model is checked against the run",
+        what="; optional: the figures need no code, but a --model is checked against the run "
+        "(default: none)",
     )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from labkit.inspect import feature_map_figure, kernel_grid_figure
+    from labkit.recording import open_recording
+    from labkit.usercode import architecture_difference, load_model
+
     recorded = open_recording(args.run)
     if args.model is not None:  # read only the arrays; but never draw another network's run
         ours = load_model(args.model).network.architecture(partial=True)
@@ -64,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if step_used != step:
         print(f"no record at step {step}; using the nearest, step {step_used}")
     label = int(recorded.probe_labels[args.image])
+    image = recorded.probe_images[args.image]
     written = []
     for layer in layers:
         key = recorded.key(layer)
@@ -73,8 +91,17 @@ def run(args: argparse.Namespace) -> int:
             written.append(_save(figure, out / f"kernels-{key}-step{step_used}.{args.format}"))
         maps = recorded.feature_map(layer, step_used)[args.image]
         title = f"{key} output, probe {args.image} (digit {label}), step {step_used}"
+        figure = feature_map_figure(
+            maps,
+            title,
+            layer_class=recorded.layers[layer]["class"],
+            previous=recorded.key(layer - 1) if layer else None,
+            last=layer == len(recorded.layers) - 1,
+            image=image,
+            label=label,
+        )
         name = f"features-{key}-step{step_used}-probe{args.image}.{args.format}"
-        written.append(_save(feature_map_figure(maps, title), out / name))
+        written.append(_save(figure, out / name))
     for path in written:
         print(path)
     return 0

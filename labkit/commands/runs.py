@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from labkit.recording import check_recorded
-from labkit.runs import RunSummary, list_runs
+if TYPE_CHECKING:
+    from labkit.runs import RunSummary
 
 
 def add_parser(commands) -> None:
     runs = commands.add_parser("runs", help="list recorded runs")
-    actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = runs.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="what to do with the runs"
+    )
     listing = actions.add_parser("list", help="one line per run in a folder")
     listing.add_argument(
         "directory",
@@ -19,7 +22,7 @@ def add_parser(commands) -> None:
         type=Path,
         default=Path("runs"),
         metavar="DIR",
-        help="folder holding the runs (default: runs)",
+        help="folder holding the runs",
     )
     listing.set_defaults(handler=run)
 
@@ -74,6 +77,9 @@ def format_table(summaries: list[RunSummary]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from labkit.recording import check_recorded
+    from labkit.runs import list_runs
+
     summaries = list_runs(args.directory, check=check_recorded)
     if not summaries:
         print(f"no runs in {args.directory}; make one with `labkit train`")

@@ -8,6 +8,8 @@ import numpy as np
 
 from labkit.layers.base import Layer, check_input
 
+SHAPE_ONLY = ("Reshape", "Flatten")  # this module's layers: their input's values, rearranged
+
 
 class Reshape(Layer):
     """Reshape each sample from ``input_shape`` to ``output_shape``; backward undoes it."""
