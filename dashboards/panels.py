@@ -201,10 +201,17 @@ def feature_panel(cached: CachedRun, record: int, probe: int, layer: int | None)
     probs = run.probabilities(step)[probe]
     key = run.key(layer)
     maps = run.feature_map(layer, step)[probe]
+    grid = figures.feature_map_grid(
+        maps,
+        f"{key} output for probe {probe} (digit {label}) at step {step:,}",
+        layer_class=run.layers[layer]["class"],
+        previous=run.key(layer - 1) if layer else None,
+        last=layer == len(run.layers) - 1,
+    )
     return (
         figures.probe_image(run.probe_images[probe], label, int(np.argmax(probs))),
         figures.probabilities_bar(probs, label),
-        figures.feature_map_grid(maps, f"{key} output for probe {probe} at step {step:,}"),
+        grid,
     )
 
 

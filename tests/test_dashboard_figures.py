@@ -16,6 +16,7 @@ from dashboards import figures as F
 from labkit.gradcheck import check_layer
 from labkit.layers import Dense, ReLU
 from labkit.recording import HIST_EDGES, STATS_FIELDS
+from tests.figure_checks import underscored_keys, validated
 
 BINS = len(HIST_EDGES) - 1
 
@@ -335,10 +336,10 @@ def test_feature_maps_with_both_signs_are_diverging_around_0_else_sequential_fro
     signed = np.array([[[-0.5, 2.0], [0.0, 1.0]]], dtype=np.float16)
     [heatmap] = F.feature_map_grid(signed, "00-Convolutional output").data
     assert (heatmap.zmin, heatmap.zmax, heatmap.zmid) == (-2.0, 2.0, 0)
-    assert heatmap.colorscale == go.Heatmap(colorscale=F.DIVERGING_SCALE).colorscale
+    assert heatmap.colorscale == F.DIVERGING_SCALE
     [relu] = F.feature_map_grid(np.abs(signed), "02-ReLU output").data
     assert (relu.zmin, relu.zmax, relu.zmid) == (0, 2.0, None)
-    assert relu.colorscale == go.Heatmap(colorscale=F.SEQUENTIAL_SCALE).colorscale
+    assert relu.colorscale == F.SEQUENTIAL_SCALE
     [dead] = F.feature_map_grid(np.zeros((2, 3, 3)), "all zero").data
     assert (dead.zmin, dead.zmax) == (0, 1.0)  # still a valid scale
 
@@ -567,12 +568,6 @@ def test_every_panel_of_a_real_run_step(real_run):
         validated(fig)
 
 
-def validated(fig: go.Figure) -> go.Figure:
-    """``fig`` rebuilt with plotly's validation, which the dashboard skips for speed: a
-    property plotly does not know, or a bad value, raises here."""
-    return go.Figure(fig.to_dict())
-
-
 def test_the_validation_the_dashboard_skips_would_catch_a_bad_property():
     bad = F.figure([dict(type="scatter", x=[1], y=[1], colour="red")], "typo")
     with pytest.raises(ValueError, match="colour"):
@@ -608,3 +603,14 @@ def test_every_panel_of_a_2000_record_run_is_built():
     panels = build_panels(data, step, records // 2)
     assert len(panels[0].data[0].x) <= F.MAX_POINTS + 1
     assert np.shape(panels[3].data[0].z) == (BINS, records)
+
+
+def test_magic_underscores_are_spelled_out_for_plotly_js():
+    assert F.nested({"title_text": "a", "title_font": {"color_x": 1}, "error_y": {"a_b": 2}}) == {
+        "title": {"text": "a", "font": {"color": {"x": 1}}},
+        "error_y": {"a": {"b": 2}},
+    }
+    fig = F.figure([dict(type="bar", y=[1], marker={"line_width": 0})], "t", xaxis_title_text="s")
+    assert fig.to_dict()["data"][0]["marker"] == {"line": {"width": 0}}
+    assert fig.layout.xaxis.title.text == "s"
+    assert underscored_keys({"xaxis": {"title_text": "s"}}) == ["xaxis.title_text"]

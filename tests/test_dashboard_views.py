@@ -9,7 +9,6 @@ import os
 import shutil
 
 import numpy as np
-import plotly.graph_objects as go
 import pytest
 
 from dashboards import callbacks, figures, panels, view
@@ -18,6 +17,7 @@ from dashboards.callback_requests import post
 from dashboards.runindex import RunIndex
 from dashboards.store import RunStore
 from labkit.cli import main
+from tests.figure_checks import validated
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,6 @@ def two_runs(tmp_path_factory, trained):
     args = ["train", "--epochs", "1", "--batch-size", "256", "--record-every", "2"]
     assert main([*args, "--no-progress", "--out", str(root / "short")]) == 0
     return root
-
-
-def validated(fig: go.Figure) -> go.Figure:
-    """Rebuilt with plotly's validation (which the dashboard skips for speed)."""
-    return go.Figure(fig.to_dict())
 
 
 # ---------------------------------------------------------------------- compared runs
@@ -274,3 +269,18 @@ def test_a_run_without_checks_says_how_to_make_one(two_runs):
     assert answer["gradchecks"]["data"] == []
     assert answer["gradchecks-empty"]["children"] == callbacks.EMPTY_CHECKS
     assert "labkit gradcheck --run" in callbacks.EMPTY_CHECKS
+
+
+def test_the_feature_panel_names_classes_and_does_not_repeat_a_reshape(two_runs):
+    cached = RunStore(two_runs).get("long")
+    layers = cached.run.layers
+    classes = [entry["class"] for entry in layers]
+    _, _, last = panels.feature_panel(cached, 3, 2, len(layers) - 1)
+    assert "class" in last.layout.xaxis.title.text
+    reshape = classes.index("Reshape")
+    _, _, flat = panels.feature_panel(cached, 3, 2, reshape)
+    assert flat.data == () and layers[reshape - 1]["key"] in flat.layout.annotations[0].text
+    _, _, maps = panels.feature_panel(cached, 3, 2, 0)  # signed conv outputs: centred on 0
+    assert maps.data[0].zmid == 0
+    for figure in (last, flat, maps):
+        validated(figure)
