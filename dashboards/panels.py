@@ -105,7 +105,7 @@ def run_panels(
             run.update_ratio_names,
             cached.update_ratio,
             step,
-            "update / weight ratio per parameter (healthy: about 1e-3)",
+            "update / weight per parameter (healthy ≈ 1e-3)",
             figures.UPDATE_RATIO_THRESHOLDS,
             bands=figures.UPDATE_BANDS,
             compare=compare_ratios,
@@ -140,7 +140,8 @@ def _histogram(cached: CachedRun, record: int, layer: int, kind: int, other: Cac
         if at is not None and index is not None and same_bins:
             label = f"{other.run.path.name} at step {int(other.run.steps[at]):,}"
             compare = figures.Series(label, other.hist[at, index, kind])
-    return figures.histogram_at_step(counts, run.hist_edges, f"{name} {what}", compare)
+    mine = f"{run.path.name} at step {int(run.steps[record]):,}"
+    return figures.histogram_at_step(counts, run.hist_edges, f"{name} {what}", compare, mine)
 
 
 def step_panels(

@@ -228,9 +228,11 @@ def test_health_warnings_flag_non_finite_values():
 
 
 def test_update_ratio_warnings_need_a_sustained_trend_after_the_first_steps():
-    names = ["big/w", "small/w", "fine/w", "once/w"]
+    names = ["big/w", "small/w", "fine/w", "once/w", "big/biases"]
     total, n = 100, F.SUSTAINED_RECORDS
-    ratios = np.full((40, 4), 1e-3)
+    ratios = np.full((40, 5), 1e-3)
+    ratios[:, 4] = 0.5  # a bias: drawn, never flagged (it starts at 0)
+    ratios[0, 4] = np.nan
     ratios[:, 0] = 0.5  # too large all along
     ratios[:, 1] = 1e-6  # too small all along
     ratios[:6, 2] = 0.5  # Adam's first steps, then healthy

@@ -214,19 +214,24 @@ def training_curves(
 
 
 def histogram_at_step(
-    counts: np.ndarray, edges: np.ndarray, title: str, compare: Series | None = None
+    counts: np.ndarray,
+    edges: np.ndarray,
+    title: str,
+    compare: Series | None = None,
+    name: str = "this run",
 ) -> go.Figure:
     """One record's histogram as bars over the sign-log bins (``-1e-2`` .. ``0`` .. ``1e-2``).
 
     ``compare`` (another run's counts at the same step, as a :class:`Series`) is overlaid;
-    both are then shown as shares of their values, since batch sizes may differ.
+    both are then shown as shares of their values, since batch sizes may differ; ``name``
+    is this run's legend entry.
     """
     counts = np.asarray(counts)
     names, tickvals, ticktext = _bins_for(edges, counts.shape[-1])
     if counts.shape != (len(names),):
         raise ValueError(f"counts must have shape ({len(names)},), got {counts.shape}")
     shares = compare is not None
-    bars = [(counts, "this run", BAR_COLOR)]
+    bars = [(counts, name, BAR_COLOR)]
     if compare is not None:
         bars.append((np.asarray(compare.data), compare.name, COMPARE_COLOR))
     traces = [
