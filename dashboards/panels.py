@@ -219,18 +219,18 @@ def feature_panel(cached: CachedRun, record: int, probe: int, layer: int | None)
 def step_patch(figure, parts: tuple[Sequence[str], Sequence[str]]) -> Patch:
     """A :class:`dash.Patch` that turns the figure the page shows for another step of the
     same run and layer into ``figure``: only the ``parts`` (trace keys, layout keys) that
-    a step changes are sent, for every trace that has them."""
+    a step changes are sent, for every trace that has them, arrays as typed arrays."""
     trace_keys, layout_keys = parts
-    whole = figure.to_dict()  # arrays as plotly sends them: base64 typed arrays
     patch = Patch()
-    for index, present in enumerate(whole["data"]):
+    for index, trace in enumerate(figure.data):
         for key in trace_keys:
-            if key in present:
-                patch["data"][index][key] = present[key]
-    layout = whole["layout"]
+            value = trace[key] if key in trace else None
+            if value is not None:
+                patch["data"][index][key] = figures.typed(value)
     for key in layout_keys:
-        if key in layout:
-            patch["layout"][key] = layout[key]
+        value = figure.layout[key] if key in figure.layout else None
+        if value is not None:
+            patch["layout"][key] = figures.typed(value)
     return patch
 
 

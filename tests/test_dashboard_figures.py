@@ -616,3 +616,11 @@ def test_magic_underscores_are_spelled_out_for_plotly_js():
     assert fig.to_dict()["data"][0]["marker"] == {"line": {"width": 0}}
     assert fig.layout.xaxis.title.text == "s"
     assert underscored_keys({"xaxis": {"title_text": "s"}}) == ["xaxis.title_text"]
+
+
+def test_arrays_in_a_patch_are_the_typed_arrays_plotly_sends():
+    for array in (np.arange(6.0).reshape(2, 3).astype(np.float32), np.arange(4, dtype=np.int32)):
+        fig = go.Figure([dict(type="heatmap", z=array)])
+        assert F.typed(array) == fig.to_dict()["data"][0]["z"]  # what plotly.py writes
+    assert F.typed(np.array(["a"], dtype=object)).tolist() == ["a"]  # not numeric: as is
+    assert F.typed({"title": go.layout.Title(text="t")}) == {"title": {"text": "t"}}

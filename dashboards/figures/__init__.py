@@ -62,6 +62,7 @@ from dashboards.figures.style import (
     sci,
     short_number,
     step_line,
+    typed,
 )
 from dashboards.figures.tables import (
     GRADCHECK_COLUMNS,
@@ -126,4 +127,5 @@ __all__ = [
     "short_number",
     "step_line",
     "training_curves",
+    "typed",
 ]

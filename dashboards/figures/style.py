@@ -3,6 +3,8 @@ helpers every figure module uses."""
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -90,6 +92,31 @@ def nested(value):
         else:
             result[key] = item
     return result
+
+
+TYPED = {"f8", "f4", "i4", "u4", "i2", "u2", "i1", "u1"}  # plotly.js's typed array dtypes
+
+
+def typed(value):
+    """``value`` as plotly.js receives it: a numeric array as a typed array
+    (``{"dtype", "bdata", "shape"}``, base64: a quarter of the JSON of its numbers), a
+    plotly object as its dict; anything else as it is."""
+    if hasattr(value, "to_plotly_json"):
+        return typed(value.to_plotly_json())
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fiu" and value.size:
+        little = value.astype(value.dtype.newbyteorder("<"), copy=False)
+        code = f"{little.dtype.kind}{little.dtype.itemsize}"
+        if code in TYPED:
+            spec = {
+                "dtype": code,
+                "bdata": base64.b64encode(np.ascontiguousarray(little).tobytes()).decode(),
+            }
+            if value.ndim > 1:  # as plotly.py writes them: a shape only for 2-D and up
+                spec["shape"] = ", ".join(str(n) for n in value.shape)
+            return spec
+    return value
 
 
 def figure(data: list, title: str, **layout) -> go.Figure:
