@@ -166,18 +166,22 @@ def test_a_run_still_being_written_shows_new_records(tmp_path):
     recorder = Recorder(
         tmp_path / "live", data.x_test[probes], data.y_test[probes], schedule=RecordSchedule(5)
     )
-    store, seen = RunStore(tmp_path), []
+    store, seen, listed = RunStore(tmp_path), [], []
 
     class Watch(Callback):
         def on_epoch_end(self, trainer, result):
             controls = callbacks.run_controls(store, "live", None)
             seen.append((store.get("live").run.status, controls["max"] + 1))
+            (entry,) = store.index.refresh()  # the run list follows a live run too
+            listed.append(entry.option["label"])
 
     network = lenet()
     trainer = Trainer(network, Adam(network), batch_size=32, progress=False)
     trainer.callbacks = [recorder, Watch()]
     trainer.fit(data, 3)
     assert [status for status, _ in seen] == ["running"] * 3
+    assert len(listed) == 3 and all(label.startswith("live (running") for label in listed)
+    assert "completed" in store.index.refresh()[0].option["label"]
     counts = [count for _, count in seen]
     assert counts[0] > 0 and counts[0] < counts[1] < counts[2]
     final = store.get("live")
