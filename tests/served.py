@@ -101,6 +101,16 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def workers(pid: int, count: int) -> list[int]:
+    """The ``count`` children of ``pid``, once it has forked them all (the first may answer
+    before the last is forked); AssertionError with what there is after the deadline."""
+    deadline = time.monotonic() + READY_SECONDS
+    while len(found := children(pid)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(found) == count, found
+    return found
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` is a process that has not ended (a zombie counts as ended)."""
     try:
