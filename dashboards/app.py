@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dash import Dash, html
 
-from dashboards import callbacks, layout
+from dashboards import callbacks, layout, serving
 from dashboards.guard import protect
 from dashboards.runindex import version_of
 from dashboards.store import RunStore
+from labkit.errors import LabkitError
 from labkit.usercode import Model, with_layers
 
 DEFAULT_PORT = 8050
@@ -66,20 +68,37 @@ def serve(
     port: int | None = None,
     jupyter_mode: str | None = None,
     allow_hosts: Iterable[str] = (),
-) -> None:
+    workers: int = 0,
+    verbose: bool = False,
+) -> int:
     """Serve the dashboard on ``http://host:port/``: until Ctrl-C from a script; in a
     notebook, ``jupyter_mode="inline"`` shows it in the cell's output and returns.
+
+    ``workers=0`` serves with Dash's own server (one process: notebooks, a quick look);
+    ``workers=N`` with gunicorn, N processes (Linux and macOS; ``labkit dashboard`` does
+    this). Returns the exit status: 0, or 128 + the signal that stopped gunicorn. Without
+    ``verbose`` no line is logged per request (the page polls every 3 s).
 
     ``port`` defaults to 8050; in a notebook, to the first free port from 8050 on (each
     kernel keeps its server, so a second notebook must not collide with the first).
     Requests must name localhost, ``host`` or one of ``allow_hosts`` (``["*"]``: any
     name, e.g. behind a proxy that passes its own Host) with the port.
     """
-    options = {} if jupyter_mode is None else {"jupyter_mode": jupyter_mode}
+    if workers and jupyter_mode is not None:
+        raise ValueError("jupyter_mode serves with Dash's own server: leave workers at 0")
+    problem = serving.gunicorn_problem() if workers else None
+    if problem:
+        raise LabkitError(f"workers={workers} {problem}")
     if port is None:
         port = DEFAULT_PORT if jupyter_mode is None else free_port(host, DEFAULT_PORT)
     app = create_app(runs_dir, models, layers, hosts=[host, *allow_hosts], port=port)
+    if workers:
+        return serving.run(app.server, host=host, port=port, workers=workers, verbose=verbose)
+    if not verbose:  # Werkzeug logs each request at INFO (its startup warning stays)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    options = {} if jupyter_mode is None else {"jupyter_mode": jupyter_mode}
     app.run(host=host, port=port, debug=False, **options)
+    return 0
 
 
 def free_port(host: str, first: int) -> int:

@@ -3,6 +3,7 @@ report stored once, and the table served a page at a time."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import numpy as np
 from dashboards import figures
 from dashboards.store import CachedRun
 from labkit.errors import LabkitError
-from labkit.runs.format import dumps
+from labkit.runs.format import GRADCHECKS, dumps
 from labkit.usercode import Model
 
 BUSY = "a check is already running for this run"
@@ -24,27 +25,63 @@ MAX_PAGE_SIZE = 100
 NUMERIC_COLUMNS = {"checked", "failures", "kinks", "max_abs_error", "max_rel_error"}
 SORTABLE = {column["id"] for column in figures.GRADCHECK_COLUMNS}
 
+CHECK_LOCK = ".check.lock"  # in the run's gradchecks/ (readers take only gradcheck-*.json)
+
 _running: set[str] = set()
 _running_lock = threading.Lock()
 
 
 class CheckRunning(LabkitError):
-    """A check of this run is under way (in this server); the click is refused."""
+    """A check of this run is under way (in this server or another); the click is refused."""
 
 
 @contextmanager
 def one_check_at_a_time(run_path: os.PathLike) -> Iterator[None]:
-    """Hold the run's check slot, or raise :class:`CheckRunning` at once if it is taken."""
+    """Hold the run's check slot, or raise :class:`CheckRunning` at once if it is taken.
+
+    Across processes (gunicorn's workers, a second dashboard) the slot is a non-blocking
+    ``flock`` on ``gradchecks/.check.lock``, released by the kernel when its holder ends,
+    however it ends. The in-process set comes first: it refuses a second thread without
+    touching the disk, and where flock is emulated by per-process locks (NFS) it is what
+    keeps two threads of one worker apart.
+    """
     key = os.path.realpath(run_path)
     with _running_lock:
         if key in _running:
             raise CheckRunning(BUSY)
         _running.add(key)
     try:
-        yield
+        fd = lock_checks(key)
+        try:
+            yield
+        finally:
+            os.close(fd)  # releases the flock
     finally:
         with _running_lock:
             _running.discard(key)
+
+
+def lock_checks(run_path: str) -> int:
+    """The run's check lock, held (an open descriptor: close it to release); CheckRunning if
+    another process holds it, LabkitError if the run's folder cannot hold it."""
+    folder = os.path.join(run_path, GRADCHECKS)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(os.path.join(folder, CHECK_LOCK), flags, 0o644)
+    except OSError as exc:
+        raise LabkitError(
+            f"cannot check {os.path.basename(run_path)!r} here: {exc.strerror} ({folder})"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CheckRunning(BUSY) from None
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def result_of(document: dict) -> dict:

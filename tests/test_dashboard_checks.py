@@ -7,9 +7,9 @@ import math
 import shutil
 import threading
 
-import dash
 import pytest
 
+import dashboards.serving
 from dashboards import callbacks
 from dashboards.app import create_app, free_port
 from dashboards.callback_requests import CLICK, answer, post
@@ -179,10 +179,11 @@ def served(monkeypatch):
     """The app ``labkit dashboard`` would serve, and where (without serving it)."""
     seen = {}
 
-    def run(self, host, port, **kwargs):
-        seen.update(app=self, host=host, port=port)
+    def run(server, *, host, port, **kwargs):
+        seen.update(server=server, host=host, port=port)
+        return 0
 
-    monkeypatch.setattr(dash.Dash, "run", run)
+    monkeypatch.setattr(dashboards.serving, "run", run)
     return seen
 
 
@@ -193,7 +194,7 @@ def test_listening_beyond_this_machine_warns_and_names_are_allowed(tmp_path, cap
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert "no authentication" in err and "start checks" in err
-    client = served["app"].server.test_client()
+    client = served["server"].test_client()
     assert client.get("/", headers={"Host": f"lab.example:{port}"}).status_code == 200
     assert client.get("/", headers={"Host": f"localhost:{port}"}).status_code == 200
     assert client.get("/", headers={"Host": f"other.example:{port}"}).status_code == 403

@@ -82,3 +82,8 @@ def default_data() -> str:
 def port_number(text: str) -> int:
     """A TCP port to listen on: 1 to 65535."""
     return _integer(text, "a port number", 1, 65535, short="a port is 1 to 65535")
+
+
+def worker_count(text: str) -> int:
+    """``labkit dashboard --workers``: 0 (Dash's development server) to 64 processes."""
+    return _integer(text, "a number of processes", 0, 64, short="must be 0 to 64")

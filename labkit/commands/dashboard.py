@@ -9,7 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
-from labkit.commands.args import port_number
+from labkit.commands.args import port_number, worker_count
 from labkit.errors import LabkitError
 
 
@@ -48,6 +48,19 @@ def add_parser(commands) -> None:
         " so the check button can rebuild them; repeat it for several (default: none,"
         " labkit's own layers only)",
     )
+    parser.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N",
+        help="server processes, each answering several requests at once; a class needs about"
+        " one per core (default: 1; 0: Dash's development server, one process)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log every request (the page asks every 3 s) and the server's start and stop",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -80,6 +93,14 @@ def is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dashboards.serving import gunicorn_problem  # not Dash: the quick errors stay quick
+
+    workers = args.workers
+    problem = gunicorn_problem() if workers else None
+    if problem and workers > 1:
+        raise LabkitError(f"--workers {workers} {problem}")
+    if problem:
+        workers = 0  # one process either way: Dash's own server
     check_port(args.host, args.port)
     if not args.runs_dir.is_dir():
         what = "no such folder" if not args.runs_dir.exists() else "not a folder"
@@ -97,11 +118,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"labkit dashboard for {args.runs_dir} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    serve(
+    sys.stdout.flush()  # before gunicorn forks: a buffered line would be printed by each worker
+    return serve(
         args.runs_dir,
         models=models,
         host=args.host,
         port=args.port,
         allow_hosts=args.allow_host,
+        workers=workers,
+        verbose=args.verbose,
     )
-    return 0
