@@ -14,10 +14,10 @@ import sys
 
 import dash
 import pytest
-from dash_requests import URL, body
 from served import alive, dashboard, free_port, request, workers
 
 from dashboards.app import create_app, serve
+from dashboards.callback_requests import URL, body
 from dashboards.guard import MAX_BODY_BYTES
 from labkit.cli import main
 
