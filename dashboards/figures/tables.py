@@ -47,7 +47,7 @@ def gradcheck_table(report: dict, number: int | None = None) -> list[dict]:
     step = document.get("step")
     common = {
         "date": date_text(document.get("created")),
-        "step": f"{step:,}" if isinstance(step, int) else "-",
+        "step": f"{step:,}" if isinstance(step, int) else "saved weights",
         "report": f"#{number}" if number is not None else "",
     }
     rows = []
