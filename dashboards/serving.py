@@ -1,4 +1,4 @@
-"""How ``labkit dashboard`` serves: gunicorn, worker processes of a few threads each,
+"""How ``labkit dashboard`` serves: gunicorn, worker processes of two threads each,
 forked from a master that built the app once, quiet unless asked, stopped cleanly by
 Ctrl-C or SIGTERM.
 
@@ -15,13 +15,18 @@ from collections.abc import Callable
 
 from labkit.errors import LabkitError
 
-# A browser sends a slider move's callbacks at once (up to 6 connections to a host): a few
-# threads per process let them overlap where a callback waits on a file, while the GIL
-# keeps more than a few from paying for themselves; processes are what add cores.
-THREADS = 4
+# Threads per process: two, so that a long request (the check button's check) leaves
+# the other one free for the page, but no more: the callbacks are CPU-bound Python, and
+# threads only queue for the GIL. On 2 cores, 2 workers, 16 clients moving the slider
+# (benchmarks/bench_dashboard_load.py): 17-19 moves/s with 1 or 2 threads, 11-15 with 4,
+# 9 with 8. Processes are what add cores.
+THREADS = 2
 # Seconds a worker gets to finish its requests after SIGTERM (a check under way is lost,
 # never half-stored: reports are written atomically); Ctrl-C stops workers at once.
 GRACEFUL_SECONDS = 5
+# A tab polls every 3 s: its connections stay open from one poll to the next (gunicorn's
+# default, 2 s, closes them in between, and a request may meet one as it closes).
+KEEPALIVE_SECONDS = 5
 STOPPING = (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGQUIT", signal.SIGTERM))
 
 
@@ -47,6 +52,7 @@ def options(host: str, port: int, workers: int, verbose: bool) -> dict:
         "threads": THREADS,
         "preload_app": True,  # the app is built before the fork (DashboardApplication)
         "graceful_timeout": GRACEFUL_SECONDS,
+        "keepalive": KEEPALIVE_SECONDS,
         "accesslog": "-" if verbose else None,
         "errorlog": "-",
         "loglevel": "info" if verbose else "warning",

@@ -1,7 +1,7 @@
 """The dashboard as a WSGI app for a server of your own: ``dashboards.wsgi:server`` (and
 ``app``, the Dash app)::
 
-    LABKIT_RUNS_DIR=/srv/runs gunicorn --preload -w 4 --threads 4 -b 127.0.0.1:8050 \\
+    LABKIT_RUNS_DIR=/srv/runs gunicorn --preload -w 4 --threads 2 -b 127.0.0.1:8050 \\
         'dashboards.wsgi:server'
 
 Set in the environment (read once, at import):

@@ -98,6 +98,15 @@ def figure_traces(driver, graph: str) -> int:
     )
 
 
+def marker_at(driver, graph: str):
+    """Where the step marker (the figure's first shape) of ``graph`` is drawn."""
+    return driver.execute_script(
+        f"const p = document.querySelector('#{graph} .js-plotly-plot');"
+        " return p && p.layout && p.layout.shapes && p.layout.shapes.length"
+        " ? p.layout.shapes[0].x0 : null;"
+    )
+
+
 def test_the_address_opens_a_view_and_follows_it(dash_duo, runs_dir):
     """A link to step 40, layer 3, probe 3 opens exactly that; stepping rewrites it."""
     dash_duo.start_server(create_app(runs_dir))
@@ -110,6 +119,8 @@ def test_the_address_opens_a_view_and_follows_it(dash_duo, runs_dir):
     dash_duo.find_element("#back").click()
     dash_duo.wait_for_contains_text("#step-label", "step 35 ·", timeout=20)
     WebDriverWait(dash_duo.driver, 20).until(lambda d: "step=35" in d.current_url)
+    for graph in ("curves", "gradient-flow", "hist-time"):  # moved in the browser
+        WebDriverWait(dash_duo.driver, 20).until(lambda d, g=graph: marker_at(d, g) == 35)
     assert "run=small" in dash_duo.driver.current_url
     assert "layer=03-Convolutional" in dash_duo.driver.current_url
     assert dash_duo.get_logs() == []

@@ -17,7 +17,7 @@ import pytest
 from served import alive, dashboard, free_port, request, workers
 
 from dashboards.app import create_app, serve
-from dashboards.callback_requests import URL, body
+from dashboards.callback_requests import CLICK, URL, body
 from dashboards.guard import MAX_BODY_BYTES
 from labkit.cli import main
 
@@ -46,14 +46,20 @@ def started(runs):
         server.kill()
 
 
-def post_run_list(port: int, runs) -> tuple[int, bytes]:
-    """The run list's callback request, as the page sends it on load."""
-    request_body = json.dumps(body(create_app(runs), RUN_LIST, {"live.n_intervals": 0}))
+def post_callback(port: int, runs, output: str, values: dict, changed=()) -> tuple[int, dict]:
+    """``(status, answer)`` of the callback writing ``output``, posted as the page does."""
+    request_body = json.dumps(body(create_app(runs), output, values, tuple(changed)))
     headers = {"Content-Type": "application/json"}
-    return request(port, "POST", URL, request_body.encode(), headers)
+    status, data = request(port, "POST", URL, request_body.encode(), headers)
+    return status, json.loads(data)["response"] if status == 200 else {}
 
 
-def test_two_workers_serve_the_page_and_callbacks_behind_the_guard(runs, started):
+def post_run_list(port: int, runs) -> tuple[int, dict]:
+    """The run list's callback request, as the page sends it on load."""
+    return post_callback(port, runs, RUN_LIST, {"live.n_intervals": 0})
+
+
+def test_two_workers_serve_the_page_callbacks_and_a_check_behind_the_guard(runs, started):
     server = started("--workers", "2")
     port = server.port
     status, page = request(port)
@@ -61,8 +67,11 @@ def test_two_workers_serve_the_page_and_callbacks_behind_the_guard(runs, started
     for _ in range(4):  # a keep-alive-less client lands on either worker
         status, answer = post_run_list(port, runs)
         assert status == 200
-        options = json.loads(answer)["response"]["run"]["options"]
-        assert [option["value"] for option in options] == ["lenet"]
+        assert [option["value"] for option in answer["run"]["options"]] == ["lenet"]
+    click = {"run.value": "lenet", "run-check.n_clicks": 1, "record.value": 1}
+    status, answer = post_callback(port, runs, CLICK, click, ["run-check.n_clicks"])
+    assert status == 200  # NumPy, BLAS and the user's code work in a forked worker
+    assert answer["check-status"]["children"].endswith("all passed")
     status, refusal = request(port, headers={"Host": f"rebind.example:{port}"})
     assert status == 403 and b"--allow-host" in refusal
     assert request(port, headers={"Host": f"localhost:{port + 1}"})[0] == 403  # another port

@@ -53,8 +53,8 @@ def add_parser(commands) -> None:
         type=worker_count,
         default=1,
         metavar="N",
-        help="server processes, each answering several requests at once; a class needs about"
-        " one per core (default: 1; 0: Dash's development server, one process)",
+        help="server processes (gunicorn), each answering two requests at a time; a class"
+        " needs about one per core (default: 1; 0: Dash's development server)",
     )
     parser.add_argument(
         "--verbose",
