@@ -179,6 +179,7 @@ def page(port: int, run: str) -> tuple[list[dict], dict]:
         and not any(is_wildcard(d) for d in callback["inputs"] + callback.get("state", []))
     ]
     on_load = [callback for callback in server_side if not callback.get("prevent_initial_call")]
+    on_run = [callback for callback in server_side if takes(callback, RUN_PICKER)]
     for _ in range(2):
         for callback in on_load:
             body = request_body(callback, values, [])
@@ -186,15 +187,27 @@ def page(port: int, run: str) -> tuple[list[dict], dict]:
             if status == 200:
                 merge_response(values, data)
         values[RUN_PICKER] = run
-    connection.close()
-    moves = [
-        callback
-        for callback in server_side
-        if any(prop_key(parse_id(d["id"]), d["property"]) == SLIDER for d in callback["inputs"])
-    ]
+        for callback in on_run:  # what the renderer fires once the run is chosen
+            body = request_body(callback, values, [RUN_PICKER])
+            status, data = post(connection, json.dumps(body).encode())
+            if status == 200:
+                merge_response(values, data)
+        values[RUN_PICKER] = run
+    moves = [callback for callback in server_side if takes(callback, SLIDER)]
     if not moves:
         raise RuntimeError(f"no server-side callback takes {SLIDER} as an input")
+    for callback in moves:  # a settled page answers a move; 204 would be nothing to time
+        body = request_body(callback, values, [SLIDER])
+        status, _ = post(connection, json.dumps(body).encode())
+        if status != 200:
+            raise RuntimeError(f"{callback['output']}: a move answers HTTP {status}")
+    connection.close()
     return moves, values
+
+
+def takes(callback: dict, prop: str) -> bool:
+    """Whether ``prop`` (``"id.property"``) is among the callback's inputs."""
+    return any(prop_key(parse_id(d["id"]), d["property"]) == prop for d in callback["inputs"])
 
 
 def record_count(values: dict) -> int:
@@ -383,6 +396,8 @@ def main() -> None:
     parser.add_argument("--no-dev-server", action="store_true", help="gunicorn only")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.trained and not (args.trained / "manifest.json").is_file():
+        parser.error(f"--trained {args.trained}: not a recorded run (no manifest.json)")
     levels = [int(level) for level in args.clients.split(",")]
 
     from bench_dashboard import write_synthetic_run
