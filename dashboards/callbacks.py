@@ -305,8 +305,8 @@ def register(app: Dash, store: RunStore) -> None:
         other = run(compare) if compare is not None else None
         label, activation, gradient, warnings = step_panels(cached, record, layer, other)
         if only_step_moved(ctx.triggered_prop_ids):
-            activation = step_patch(activation, STEP_PARTS["hist"])
-            gradient = step_patch(gradient, STEP_PARTS["hist"])
+            activation = step_patch(activation, STEP_PARTS["histogram"])
+            gradient = step_patch(gradient, STEP_PARTS["histogram"])
         return label, activation, gradient, [html_line(text) for text in warnings]
 
     @panel_callback(

@@ -28,7 +28,7 @@ FIGURES_OVER_TRAINING = (
     "update-flow",
 )
 STEP_PARTS = {  # what a step move changes in each figure: trace keys, then layout keys
-    "hist": (("y",), ()),
+    "histogram": (("y",), ()),
     "kernels": (("z", "zmin", "zmax", "zmid"), ("title",)),
     "features": (("z", "zmin", "zmax", "zmid", "y"), ("title",)),
     "probs": (("y", "marker"), ("title",)),

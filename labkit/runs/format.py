@@ -16,7 +16,8 @@ Format ``labkit-run/1``
       records.jsonl    the commit log: one JSON line per completed record
       metrics.jsonl    scalar rows (one JSON object per line)
       data.zarr/       a zarr v3 group holding every array
-      gradchecks/      gradient-check reports, one JSON file each
+      gradchecks/      gradient-check reports, one JSON file each (and .check.lock,
+                       held with flock(2) while the dashboard checks the run)
       .lock            held with flock(2) by the writer; holds its pid
 
 All JSON is UTF-8 and strict: non-finite floats (NaN, +-inf) are written as ``null``.

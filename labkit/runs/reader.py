@@ -20,23 +20,20 @@ from typing import Any
 
 import numpy as np
 import zarr
-from numcodecs import Zstd
 from zarr.storage import LocalStore
 
 from labkit.errors import CorruptRunError, LabkitError, one_line
+from labkit.runs.chunks import as_written, decode_row, read_gradchecks
 from labkit.runs.files import dir_size, writer_alive
 from labkit.runs.format import (
     CHUNK_KEYS,
     CONSOLIDATED,
     DATA,
     FORMAT,
-    GRADCHECK_NAME,
-    GRADCHECKS,
     MANIFEST,
     METRICS,
     RECORDS,
     SAFE_CODECS,
-    WRITTEN_CODECS,
     chunk_path,
     manifest_problem,
     metrics_row_problem,
@@ -92,9 +89,6 @@ _CHUNK_KEY_ENCODING = {
     "name": CHUNK_KEYS["name"],
     "configuration": {"separator": CHUNK_KEYS["separator"]},
 }
-
-
-_ZSTD = Zstd()  # decoding needs no level
 
 
 @dataclass(frozen=True)
@@ -328,22 +322,14 @@ class Run:
         index = operator.index(record)
         if not -n <= index < n:
             raise LabkitError(f"{self.path}: no record {index} ({n} records committed)")
-        if self._as_written(array):
+        if as_written(array.metadata.to_dict().get("codecs", [])):  # decoded without zarr
             return self._read_chunk(array, name, index % n)
         self._check_chunks(array, name, range(index % n, index % n + 1))
         return self._read(array, index % n, name)
 
-    @staticmethod
-    def _as_written(array: zarr.Array) -> bool:
-        """Whether the array's codecs are the ones the writer uses (:data:`WRITTEN_CODECS`),
-        so that a record's chunk can be decoded without zarr."""
-        codecs = array.metadata.to_dict().get("codecs", [])
-        return [(c.get("name"), c.get("configuration", {})) for c in codecs] == WRITTEN_CODECS
-
     def _read_chunk(self, array: zarr.Array, name: str, index: int) -> np.ndarray:
-        """Record ``index``, decoded from its chunk file as zarr would (little-endian bytes
-        under zstd) in C: through zarr's async pipeline one record costs ~2 ms of Python and
-        thread hand-offs, most of a dashboard step move. A missing chunk is corruption."""
+        """Record ``index``, decoded from its chunk file (:func:`.chunks.decode_row`): most
+        of a dashboard step move went to zarr's pipeline. A missing chunk is corruption."""
         path = chunk_path(self.path, name, index, array.ndim - 1)
         try:
             data = path.read_bytes()
@@ -353,8 +339,7 @@ class Run:
         except OSError as exc:
             raise CorruptRunError(f"{path}: cannot read ({one_line(exc)})") from None
         try:
-            row = np.frombuffer(_ZSTD.decode(data), dtype=np.dtype(array.dtype).newbyteorder("<"))
-            return row.reshape(array.shape[1:]).astype(array.dtype, copy=False)
+            return decode_row(data, array.shape[1:], array.dtype)
         except Exception as exc:  # a truncated or garbled chunk: a corrupt run, one line
             raise CorruptRunError(f"{path}: cannot read ({one_line(exc)})") from None
 
@@ -406,25 +391,7 @@ class Run:
     @property
     def gradchecks(self) -> list[dict]:
         """The gradient-check reports, oldest first (unreadable files are skipped)."""
-        directory = self.path / GRADCHECKS
-        try:
-            names = [entry.name for entry in os.scandir(directory)]
-        except OSError:
-            return []
-        keyed = []
-        for name in names:
-            match = GRADCHECK_NAME.match(name)
-            if match:
-                keyed.append(((match.group(1), int(match.group(2) or 1)), name))
-        reports = []
-        for _, name in sorted(keyed):
-            try:
-                report = json.loads((directory / name).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                continue
-            if isinstance(report, dict):
-                reports.append(report)
-        return reports
+        return read_gradchecks(self.path)
 
     def size_bytes(self) -> int:
         """Total size of the run's files."""

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import zarr
-from numcodecs import Zstd
 from zarr.storage import LocalStore
 
 from labkit import __version__
 from labkit.errors import LabkitError, one_line
+from labkit.runs.chunks import decode_row, encode_row
 from labkit.runs.files import (
     acquire_lock,
     atomic_write,
@@ -106,7 +106,6 @@ class RunWriter:
         self._manifest = manifest
         self._specs = record_arrays
         self._group = group
-        self._zstd = Zstd(level=RECORD_ZSTD_LEVEL)  # what the arrays' ZstdCodec runs
         self._last_step: int | None = None
         self._records_fd = os.open(path / RECORDS, os.O_WRONLY | os.O_APPEND)
         self._metrics_fd = os.open(path / METRICS, os.O_WRONLY | os.O_APPEND)
@@ -289,15 +288,11 @@ class RunWriter:
         return index
 
     def _write_rows(self, index: int, values: dict[str, np.ndarray]) -> None:
-        """Row ``index`` of each record array is one chunk: encode it as the array's codecs
-        do (little-endian bytes, then zstd) and write the chunk file zarr would write.
-
-        Through zarr's async codec pipeline a record costs ~18 ms of mostly Python, which
-        the training threads then wait on the GIL for; this costs a few ms, in C.
-        """
+        """Row ``index`` of each record array is one chunk: write the chunk file zarr would
+        write (:func:`labkit.runs.chunks.encode_row`, without zarr's slow pipeline)."""
         for name, value in values.items():
             with open(chunk_path(self.path, name, index, value.ndim), "wb") as chunk:
-                chunk.write(self._zstd.encode(value.tobytes()))
+                chunk.write(encode_row(value))
 
     def _committed_rows(self, name: str, count: int) -> np.ndarray:
         """Records ``0..count-1`` of a record array, decoded from the chunk files written
@@ -305,8 +300,8 @@ class RunWriter:
         shape, dtype = self._specs[name]
         rows = np.empty((count, *shape), dtype=np.dtype(dtype).newbyteorder("<"))
         for index in range(count):
-            data = self._zstd.decode(chunk_path(self.path, name, index, len(shape)).read_bytes())
-            rows[index] = np.frombuffer(data, dtype=rows.dtype).reshape(shape)
+            data = chunk_path(self.path, name, index, len(shape)).read_bytes()
+            rows[index] = decode_row(data, tuple(shape), dtype)
         return rows
 
     def append_metrics(self, rows: list[dict]) -> None:
