@@ -197,10 +197,9 @@ def register(app: Dash, store: RunStore) -> None:
         controls = run_controls(store, name, record if live else None, shown)
         layers, convs = controls["layers"], controls["convolutions"]
         first = layers[0]["value"] if layers else None
-        chosen = {}
-        if not live and isinstance(wanted, dict) and wanted.get("run") == name:
-            chosen = apply_view(controls, wanted)  # the address's view, once
-        axis = view.axis_mode((wanted or {}).get("axis")) if chosen or not live else None
+        applying = not live and isinstance(wanted, dict) and wanted.get("run") == name
+        chosen = apply_view(controls, wanted) if applying else {}  # the address's view, once
+        axis = view.axis_mode(wanted.get("axis")) if applying else None
         return (
             controls["max"],
             chosen.get("record", controls["record"]),
@@ -214,7 +213,7 @@ def register(app: Dash, store: RunStore) -> None:
             controls["probes"],
             chosen.get("probe", keep(probe, controls["probes"], 0)),
             axis or no_update,
-            None if chosen else no_update,  # the address's view is applied once
+            None if applying else no_update,  # the address's view is applied once
         )
 
     @app.callback(

@@ -155,6 +155,18 @@ def test_the_page_loads_the_address_view_through_its_callbacks(two_runs):
     assert chosen["view"]["data"] is None  # applied once
 
 
+def test_an_address_with_only_an_axis_is_applied_to_its_run_once(two_runs):
+    app = create_app(two_runs)
+    client = app.server.test_client()
+    wanted = {"run": "long", "axis": "log"}
+    values = {"run.value": "long", "view.data": wanted}
+    answer = post(client, app, "record.max", values, ["run.value"]).get_json()["response"]
+    assert answer["axis"]["value"] == "log" and answer["view"]["data"] is None
+    values = {"run.value": "short", "view.data": wanted}  # the address named another run
+    answer = post(client, app, "record.max", values, ["run.value"]).get_json()["response"]
+    assert "axis" not in answer and "view" not in answer
+
+
 # ---------------------------------------------------------------------- step moves
 
 
