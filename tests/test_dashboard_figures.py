@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from figure_checks import underscored_keys, validated
 
 from dashboards import figures as F
 from labkit.gradcheck import check_layer
 from labkit.layers import Dense, ReLU
 from labkit.recording import HIST_EDGES, STATS_FIELDS
-from tests.figure_checks import underscored_keys, validated
 
 BINS = len(HIST_EDGES) - 1
 

@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from figure_checks import validated
 
 from dashboards import callbacks, figures, panels, view
 from dashboards.app import create_app
@@ -17,7 +18,6 @@ from dashboards.callback_requests import post
 from dashboards.runindex import RunIndex
 from dashboards.store import RunStore
 from labkit.cli import main
-from tests.figure_checks import validated
 
 
 @pytest.fixture(scope="module")
