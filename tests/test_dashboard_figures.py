@@ -120,6 +120,7 @@ def test_histogram_over_time_is_a_log_count_heatmap_with_the_step_marked():
     assert heatmap.y[0] == "< -56" and len(heatmap.y) == BINS
     [marker] = shape_lines(fig)
     assert marker.x0 == 5
+    assert marker.line.color == marker.label.font.color != F.MARKER_COLOR  # light on dark
     assert F.histogram_over_time(steps[:0], counts[:0], HIST_EDGES, None).data == ()
 
 

@@ -19,6 +19,7 @@ DEAD_FRACTION = 0.9  # a ReLU with more exact zeros than this is flagged (MNIST 
 SATURATED_FRACTION = 0.3  # a sigmoid/tanh with more saturated outputs than this is flagged
 
 MARKER_COLOR = "#2a3f5f"
+HEATMAP_MARKER_COLOR = "#ffd166"  # the marker over a distribution's dark blue heatmap
 RIGHT_COLOR = "#2ca02c"
 WRONG_COLOR = "#EF553B"
 NEUTRAL_COLOR = "#aab4c3"

@@ -15,6 +15,7 @@ from dashboards.figures.axes import LINEAR, StepAxis
 from dashboards.figures.style import (
     BAR_COLOR,
     COMPARE_COLOR,
+    HEATMAP_MARKER_COLOR,
     MAX_POINTS,
     empty_figure,
     figure,
@@ -317,5 +318,13 @@ def histogram_over_time(
             "showgrid": False,
             "title_text": "value",
         },
-        shapes=LINEAR.marker(current_step, float(steps[0]), float(steps[-1])),
+        shapes=on_dark(LINEAR.marker(current_step, float(steps[0]), float(steps[-1]))),
     )
+
+
+def on_dark(shapes: list[dict]) -> list[dict]:
+    """The step marker drawn light, to read over a heatmap's dark blue."""
+    for shape in shapes:
+        shape["line"] = {**shape["line"], "color": HEATMAP_MARKER_COLOR}
+        shape["label"]["font"] = {**shape["label"]["font"], "color": HEATMAP_MARKER_COLOR}
+    return shapes
