@@ -1,6 +1,6 @@
 """Full-MNIST test accuracy of both presets, with epochs and wall time.
 
-    python benchmarks/accuracy.py --data ../shared/data/mnist.npz [--epochs 5]
+    python benchmarks/accuracy.py --data auto|PATH/mnist.npz [--epochs 5]
 
 Trains each preset with the CLI's defaults (Adam, lr 1e-3, batch 32, seed 0) and prints
 a Markdown table. It takes a few minutes on 2 cores.

@@ -1,6 +1,6 @@
 """What recording costs: lenet training with and without the default Recorder.
 
-    python benchmarks/bench_recording.py --data ../shared/data/mnist.npz [--epochs 1] [--repeats 2]
+    python benchmarks/bench_recording.py --data auto|PATH/mnist.npz [--epochs 1] [--repeats 2]
 
 Trains the same network from the same seed with and without recording (default settings:
 every 100 steps, denser at the start), alternating in one process, and prints the median
