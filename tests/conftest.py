@@ -50,3 +50,14 @@ def trained(tmp_path_factory):
     args = ["train", "--epochs", "1", "--record-every", "20", "--no-progress"]
     assert main([*args, "--out", str(root / "run")]) == 0
     return root / "run"
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory, trained):
+    """A runs folder holding one copy of ``trained`` as ``lenet``, for a test module's
+    servers; a test that changes runs makes its own folder."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("runs")
+    shutil.copytree(trained, folder / "lenet")
+    return folder

@@ -8,7 +8,6 @@ import http.client
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 
@@ -26,10 +25,8 @@ RUN_LIST = "run.options"  # the run list's callback: the page's poll, every 3 s
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, trained):
-    folder = tmp_path_factory.mktemp("served")
-    shutil.copytree(trained, folder / "lenet")
-    return folder
+def runs(trained_runs):
+    return trained_runs
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ and served by a real gunicorn."""
 from __future__ import annotations
 
 import importlib
-import shutil
 import sys
 
 import pytest
@@ -15,10 +14,8 @@ ENTRY = "dashboards.wsgi"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, trained):
-    folder = tmp_path_factory.mktemp("wsgi")
-    shutil.copytree(trained, folder / "lenet")
-    return folder
+def runs(trained_runs):
+    return trained_runs
 
 
 @pytest.fixture
