@@ -53,6 +53,8 @@ from labkit.reports import (
 __all__ = [
     "ACCUMULATES",
     "BAD_UPDATE",
+    "DEFAULT_EPS",
+    "DEFAULT_RTOL",
     "NOT_DETERMINISTIC",
     "NOT_UPDATED",
     "ORDER",
@@ -73,6 +75,7 @@ __all__ = [
     "layer_name",
     "require_backward",
     "require_finite",
+    "settings",
     "valid_gradient",
     "validated_tolerance",
 ]
@@ -81,6 +84,10 @@ OVERWROTE = "backward overwrote the output_gradient it was given"
 
 
 ANY_SHAPE = (3, 4, 4)  # the sample shape a layer that declares none is checked on
+
+
+DEFAULT_EPS = 1e-5  # a relative step: h = eps * max(|t|, rms / 100)
+DEFAULT_RTOL = 1e-7  # in float64, where a right gradient agrees to ~1e-9
 
 
 class GradcheckError(LabkitError, ValueError):
@@ -94,7 +101,15 @@ def validated_tolerance(rtol: float, atol: float) -> Tolerance:
     return Tolerance(rtol=rtol, atol=atol)
 
 
-def _settings(eps, rtol, atol, mode, directions, max_elements, seed) -> Settings:
+def settings(
+    eps: float = DEFAULT_EPS,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = 0.0,
+    mode: str = "full",
+    directions: int = 4,
+    max_elements: int | None = None,
+    seed: int = 0,
+) -> Settings:
     """Validated settings of one check (each mistake a one-line GradcheckError)."""
     if not isinstance(eps, (int, float, np.floating)) or not 0 < eps < 1:
         raise GradcheckError(f"eps must be in (0, 1), got {eps}")
@@ -169,8 +184,8 @@ def check_layer(
     layer,
     x: np.ndarray | None = None,
     *,
-    eps: float = 1e-5,
-    rtol: float = 1e-7,
+    eps: float = DEFAULT_EPS,
+    rtol: float = DEFAULT_RTOL,
     atol: float = 0.0,
     mode: str = "full",
     seed: int = 0,
@@ -186,7 +201,7 @@ def check_layer(
     """
     name = layer_name(layer)
     try:
-        s = _settings(eps, rtol, atol, mode, directions, max_elements, seed)
+        s = settings(eps, rtol, atol, mode, directions, max_elements, seed)
     except GradcheckError as exc:
         raise GradcheckError(f"{name}: {exc}") from None
     require_backward(layer)
@@ -331,8 +346,8 @@ def check_network(
     y: np.ndarray,
     loss: str | Loss = "softmax_cross_entropy",
     *,
-    eps: float = 1e-5,
-    rtol: float = 1e-7,
+    eps: float = DEFAULT_EPS,
+    rtol: float = DEFAULT_RTOL,
     atol: float = 0.0,
     mode: str = "fast",
     seed: int = 0,
@@ -345,7 +360,7 @@ def check_network(
     minutes (use :func:`check_layer` per layer, or ``max_elements``).
     """
     try:
-        s = _settings(eps, rtol, atol, mode, directions, max_elements, seed)
+        s = settings(eps, rtol, atol, mode, directions, max_elements, seed)
     except GradcheckError as exc:
         raise GradcheckError(f"network: {exc}") from None
     loss = resolve_loss(loss)

@@ -12,6 +12,8 @@ writes one record to the run store (:mod:`labkit.runs`) in the layout that
 - every parameter (float32) and its update-to-weight ratio ``|p_after - p_before| / |p|``;
 - every layer's output for a fixed probe set of 16 test digits (float16), and the
   network's probabilities for them;
+- the probes' backward pass: the gradient of each probe's own loss arriving at every
+  layer's output and at the input (saliency), scaled float16 (:func:`probe_backward`);
 - scalar metrics (loss, batch accuracy, learning rate) for every step, and test accuracy
   at epoch ends, in ``metrics.jsonl``.
 """
@@ -29,9 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from labkit.layers import Sigmoid, Tanh, softmax
+from labkit.losses import Loss
 from labkit.network import Network, layer_key
 from labkit.options import RECORD_EVERY
 from labkit.recording import (
+    BACKWARD_SCALE,
     HIST,
     HIST_EDGES,
     KINDS,
@@ -39,10 +43,13 @@ from labkit.recording import (
     PROBE_LABELS,
     PROBES,
     PROBS,
+    SALIENCY,
     STATS,
     STATS_FIELDS,
     UPDATE_RATIO,
+    encode_gradients,
     feature_array,
+    gradient_array,
     param_array,
     run_layout,
 )
@@ -138,6 +145,38 @@ def saturation_band(layer) -> tuple[float, float] | None:
     return None
 
 
+def probe_backward(
+    network: Network, logits: np.ndarray, labels: np.ndarray, loss: Loss
+) -> list[np.ndarray]:
+    """Backpropagate each probe's own loss (``loss`` of it alone, as a batch of one)
+    through ``network``, whose last forward was the probes': the gradient arriving at the
+    input, then at each layer's output, in layer order.
+
+    The layers' ``grads`` are put back as they were (the same arrays, their contents
+    restored), so a layer that accumulates them trains as it would unrecorded.
+    """
+    flat = logits.reshape(len(logits), -1)
+    targets = np.eye(flat.shape[1], dtype=flat.dtype)[labels]
+    # the loss's derivative averages over the batch: times N, each probe's own gradient
+    grad = (loss.prime(targets, flat) * len(flat)).astype(logits.dtype).reshape(logits.shape)
+    saved = [
+        (layer.grads, dict(layer.grads), [v.copy() for v in layer.grads.values()])
+        for layer in network.layers
+    ]
+    arriving = []
+    try:
+        for layer in reversed(network.layers):
+            arriving.append(np.array(grad))
+            grad = layer.backward(grad)
+    finally:
+        for grads, entries, contents in saved:
+            grads.clear()
+            grads.update(entries)
+            for value, content in zip(entries.values(), contents, strict=True):
+                value[...] = content
+    return [np.asarray(grad), *reversed(arriving)]
+
+
 def choose_probes(labels: np.ndarray, count: int = PROBES, seed: int = 0) -> np.ndarray:
     """Indices of ``count`` digits with every class present, fixed for a seed."""
     order = np.random.default_rng(seed).permutation(len(labels))
@@ -183,6 +222,7 @@ class Recorder(Callback):
 
     def on_train_begin(self, trainer: Trainer) -> None:
         network = trainer.network
+        self.loss = trainer.loss
         arrays, described = run_layout(network, self.probe_images.shape)
         self.keys = [layer_key(i, layer) for i, layer in enumerate(network.layers)]
         architecture = network.architecture(partial=True)  # None configs: --model rebuilds
@@ -192,6 +232,7 @@ class Recorder(Callback):
             **described,
             "schedule": {"every": self.schedule.every, "dense_until": self.schedule.dense_until},
             "total_steps": trainer.total_steps,
+            "probe_loss": trainer.loss.name,
             "started": time.time(),
         }
         self.writer = RunWriter.create(
@@ -293,6 +334,14 @@ class Recorder(Callback):
             h = layer.forward(h)
             arrays[feature_array(key)] = h
         arrays[PROBS] = softmax(h.reshape(len(h), -1))
+        gradients = probe_backward(network, h, self.probe_labels, self.loss)
+        scales = []
+        for name, gradient in zip(
+            [SALIENCY, *map(gradient_array, self.keys)], gradients, strict=True
+        ):
+            arrays[name], scale = encode_gradients(gradient)
+            scales.append(scale)
+        arrays[BACKWARD_SCALE] = np.stack(scales, axis=1)
         return arrays
 
     def _flush_metrics(self) -> None:

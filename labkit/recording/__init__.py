@@ -14,12 +14,18 @@ module is where the names, fields and edges are spelled, once:
   record's step, in the order of ``manifest["update_ratio_names"]`` (``<key>/<name>``);
 - ``features/<key>``: every layer's output for the ``PROBES`` probe digits (float16);
 - ``probs``: the network's class probabilities for them, ``(PROBES, classes)``;
+- ``backward/<key>``: the gradient of each probe's own loss arriving at every layer's
+  output, and ``backward/input`` at the input (saliency), float16 divided by each probe's
+  largest magnitude, kept in ``backward/scale`` ``(PROBES, 1 + layers)`` float32 (column 0
+  the input): plain float16 would flush a trained network's ~1e-7 gradients to zero.
+  Runs recorded before labkit 0.6 have none (:attr:`Recording.has_backward`);
 - static ``probe/images`` and ``probe/labels``.
 
 ``<key>`` is :func:`labkit.network.layer_key` (``03-Convolutional``). The manifest's
 ``"layers"`` lists ``{"key", "name", "class", "output_shape", "params"}`` per layer, and
 ``"stats_fields"``, ``"hist_edges"``, ``"update_ratio_names"``, ``"architecture"``
-(:meth:`labkit.network.Network.architecture`, or null) describe the rest. A recording
+(:meth:`labkit.network.Network.architecture`, or null) and ``"probe_loss"`` (the loss
+the probes' gradients are of) describe the rest. A recording
 whose description is of the wrong types or does not fit its arrays is refused when
 opened (:func:`layout_problem`, a one-line CorruptRunError), never read as wrong data.
 """
@@ -33,141 +39,63 @@ import numpy as np
 
 from labkit.errors import CorruptRunError, LabkitError
 from labkit.html import html_table
-from labkit.network import Network, layer_key
+from labkit.network import Network
+from labkit.recording.layout import (
+    ACTIVATION,
+    BACKWARD_SCALE,
+    GRADIENT,
+    HIST,
+    HIST_EDGES,
+    KINDS,
+    PROBE_IMAGES,
+    PROBE_LABELS,
+    PROBES,
+    PROBS,
+    SALIENCY,
+    STATS,
+    STATS_FIELDS,
+    UPDATE_RATIO,
+    WHOLE_RUN_TABLES,
+    decode_gradients,
+    encode_gradients,
+    feature_array,
+    gradient_array,
+    layout_problem,
+    param_array,
+    run_layout,
+)
 from labkit.reports import report_problem
 from labkit.runs import Run, open_run
 from labkit.runs.format import MANIFEST
 from labkit.usercode import Model, network_for, with_layers
 
-STATS_FIELDS = ("mean", "std", "min", "max", "l2", "zero_fraction", "saturated_fraction")
-KINDS = ("activation", "gradient")  # the two rows of each layer's stats and hist
-ACTIVATION, GRADIENT = (KINDS.index(kind) for kind in ("activation", "gradient"))  # rows
-_MAGNITUDES = 10.0 ** np.arange(-6, 2.01, 0.25)
-HIST_EDGES = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])  # one bin spans (-1e-6, 1e-6)
-PROBES = 16  # probe digits whose feature maps every record keeps
-
-STATS = "stats"
-HIST = "hist"
-UPDATE_RATIO = "update_ratio"
-PROBS = "probs"
-PROBE_IMAGES = "probe/images"
-PROBE_LABELS = "probe/labels"
-WHOLE_RUN_TABLES = (STATS, HIST, UPDATE_RATIO)  # small per-record arrays drawn over all steps
-
-
-def feature_array(key: str) -> str:
-    """Name of the array of a layer's probe outputs."""
-    return f"features/{key}"
-
-
-def param_array(key: str, name: str) -> str:
-    """Name of the array of one parameter of a layer."""
-    return f"params/{key}/{name}"
-
-
-def run_layout(network: Network, probe_shape: tuple[int, ...]) -> tuple[dict, dict]:
-    """The record arrays a recorded run of ``network`` holds, and the manifest entries that
-    describe them (layers, statistics fields, histogram edges, update-ratio names).
-
-    ``probe_shape`` is the probe batch's shape, ``(count, *input shape)``.
-    """
-    arrays: dict[str, tuple[tuple[int, ...], str]] = {}
-    layers, ratio_names = [], []
-    count_probes = probe_shape[0]
-    shapes = network.output_shapes(tuple(probe_shape[1:]))
-    for index, (layer, shape) in enumerate(zip(network.layers, shapes, strict=True)):
-        key = layer_key(index, layer)
-        arrays[feature_array(key)] = ((count_probes, *shape), "float16")
-        for name, value in layer.params.items():
-            arrays[param_array(key, name)] = (tuple(value.shape), "float32")
-            ratio_names.append(f"{key}/{name}")
-        layers.append(
-            {
-                "key": key,
-                "name": layer.name,
-                "class": type(layer).__name__,
-                "output_shape": list(shape),
-                "params": {n: list(v.shape) for n, v in layer.params.items()},
-            }
-        )
-    # One array for the small per-layer tables: a chunk file per layer would cost a
-    # 4 KB disk block each for a few hundred bytes of data.
-    count = len(network.layers)
-    arrays[STATS] = ((count, len(KINDS), len(STATS_FIELDS)), "float32")
-    arrays[HIST] = ((count, len(KINDS), len(HIST_EDGES) - 1), "int32")
-    arrays[UPDATE_RATIO] = ((len(ratio_names),), "float32")
-    arrays[PROBS] = ((count_probes, int(np.prod(shape))), "float32")
-    manifest = {
-        "layers": layers,
-        "stats_fields": list(STATS_FIELDS),
-        "hist_edges": HIST_EDGES.tolist(),
-        "update_ratio_names": ratio_names,
-    }
-    return arrays, manifest
-
-
-def _sizes(value: object) -> bool:
-    return isinstance(value, list) and all(type(d) is int and d >= 0 for d in value)
-
-
-def _layer_problem(index: int, entry: object, arrays: dict) -> str | None:
-    """What is wrong with one entry of ``"layers"`` against the record arrays, or None."""
-    if not isinstance(entry, dict):
-        return f"'layers' entry {index} is not an object"
-    key, params = entry.get("key"), entry.get("params", {})
-    if not isinstance(key, str) or feature_array(key) not in arrays:
-        return f"layer {index}: key {key!r} has no recorded feature map"
-    if not all(isinstance(entry.get(field, ""), str) for field in ("name", "class")):
-        return f"layer {index} ({key}): 'name' and 'class' must be strings"
-    if not _sizes(entry.get("output_shape", [])):
-        return f"layer {index} ({key}): bad 'output_shape'"
-    if not isinstance(params, dict) or not all(
-        _sizes(shape) and arrays.get(param_array(key, name), {}).get("shape") == shape
-        for name, shape in params.items()
-    ):
-        return f"layer {index} ({key}): 'params' do not match the recorded parameters"
-    return None
-
-
-def layout_problem(manifest: dict) -> str | None:
-    """What is wrong with a recording's description (the manifest's ``"layers"``,
-    ``"stats_fields"``, ``"hist_edges"``, ``"update_ratio_names"``) against its arrays,
-    or None: every layer's arrays are there, every label list fits its array."""
-    arrays = manifest["record_arrays"]  # its types are the store's, checked on opening
-    layers = manifest.get("layers")
-    if not isinstance(layers, list):
-        return "'layers' is missing or not a list"
-    for index, entry in enumerate(layers):
-        problem = _layer_problem(index, entry, arrays)
-        if problem:
-            return problem
-    for name in (STATS, HIST, UPDATE_RATIO):
-        if name not in arrays:
-            return f"no {name!r} record array"
-    stats, hist = arrays[STATS]["shape"], arrays[HIST]["shape"]
-    if len(stats) != 3 or len(hist) != 3 or stats[:2] != [len(layers), len(KINDS)]:
-        return f"'layers' ({len(layers)}) do not fit the {STATS!r} array {stats}"
-    if hist[:2] != stats[:2]:
-        return f"the {HIST!r} array {hist} does not fit the {STATS!r} array {stats}"
-    ratios = arrays[UPDATE_RATIO]["shape"]
-    if len(ratios) != 1:
-        return f"the {UPDATE_RATIO!r} array {ratios} is not one value a parameter"
-    for key, length in (
-        ("stats_fields", stats[2]),
-        ("hist_edges", hist[2] + 1),
-        ("update_ratio_names", ratios[0]),
-    ):
-        values = manifest.get(key)
-        if not isinstance(values, list) or len(values) != length:
-            return f"{key!r} is missing or does not fit its array ({length} entries)"
-    if not all(
-        isinstance(v, str) for v in manifest["stats_fields"] + manifest["update_ratio_names"]
-    ):
-        return "'stats_fields' and 'update_ratio_names' must be strings"
-    edges = manifest["hist_edges"]
-    if not all(type(edge) in (int, float) for edge in edges) or not np.all(np.diff(edges) > 0):
-        return "'hist_edges' are not increasing numbers"
-    return None
+__all__ = [
+    "ACTIVATION",
+    "BACKWARD_SCALE",
+    "GRADIENT",
+    "HIST",
+    "HIST_EDGES",
+    "KINDS",
+    "PROBE_IMAGES",
+    "PROBE_LABELS",
+    "PROBES",
+    "PROBS",
+    "SALIENCY",
+    "STATS",
+    "STATS_FIELDS",
+    "UPDATE_RATIO",
+    "WHOLE_RUN_TABLES",
+    "Recording",
+    "check_recorded",
+    "decode_gradients",
+    "encode_gradients",
+    "feature_array",
+    "gradient_array",
+    "layout_problem",
+    "open_recording",
+    "param_array",
+    "run_layout",
+]
 
 
 def check_recorded(run) -> None:
@@ -343,6 +271,32 @@ class Recording:
         """Every layer's output for the probe digits at ``step``: ``{layer key: (16, ...)}``."""
         record = self.run.record_at(step)
         return {e["key"]: self.run.array(feature_array(e["key"]), record) for e in self.layers}
+
+    @property
+    def has_backward(self) -> bool:
+        """Whether the probes' backward pass was recorded (labkit 0.6 on)."""
+        return SALIENCY in self.manifest["record_arrays"]
+
+    def probe_gradients(self, step: int) -> dict[str, np.ndarray]:
+        """The probes' recorded gradients at ``step`` (float32): ``"input"`` (saliency)
+        and every layer's key (arriving at its output), each ``(PROBES, ...)``."""
+        record = self.run.record_at(step)
+        scale = self.run.array(BACKWARD_SCALE, record)
+        names = {"input": SALIENCY} | {e["key"]: gradient_array(e["key"]) for e in self.layers}
+        return {
+            key: decode_gradients(self.run.array(name, record), scale[:, column])
+            for column, (key, name) in enumerate(names.items())
+        }
+
+    def saliency(self, record: int) -> np.ndarray:
+        """Every probe's input gradient at record ``record`` (float32): ``(PROBES, ...)``."""
+        scale = self.run.array(BACKWARD_SCALE, record)[:, 0]
+        return decode_gradients(self.run.array(SALIENCY, record), scale)
+
+    @property
+    def probe_loss(self) -> str:
+        """The loss the probes' gradients are of (softmax cross-entropy before it was kept)."""
+        return str(self.manifest.get("probe_loss", "softmax_cross_entropy"))
 
     def probabilities(self, step: int) -> np.ndarray:
         """The network's class probabilities for the probe digits at ``step``."""
