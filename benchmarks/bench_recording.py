@@ -4,7 +4,8 @@
 
 Trains the same network from the same seed with and without recording (default settings:
 every 100 steps, denser at the start), alternating in one process, and prints the median
-wall times, their ratio, and the run's size on disk.
+wall times, their ratio and range, and the run's size on disk per record, by group of
+arrays (``features``, ``backward``: the probes' gradients, ``params``, ...).
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ def train_once(data, epochs: int, run_path: Path | None) -> float:
     return time.perf_counter() - start
 
 
+def group_sizes(path: Path) -> dict[str, int]:
+    """Bytes on disk (whole blocks) of each top-level group of the run's arrays."""
+    store = next(p for p in path.iterdir() if p.suffix == ".zarr")
+    return {
+        group.name: sum(f.stat().st_blocks * 512 for f in group.rglob("*") if f.is_file())
+        for group in sorted(store.iterdir())
+        if group.is_dir()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("LABKIT_DATA", "auto"))
@@ -48,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     data = load_mnist(args.data)
     scratch = Path(tempfile.mkdtemp(prefix="labkit-bench-"))
-    plain, recorded, size, records = [], [], 0, 0
+    plain, recorded, size, records, groups = [], [], 0, 0, {}
     try:
         for repeat in range(args.repeats):
             plain.append(train_once(data, args.epochs, None))
@@ -56,6 +67,7 @@ def main() -> None:
             recorded.append(train_once(data, args.epochs, path))
             run = open_run(path)
             size, records = run.size_bytes(), len(run.steps)
+            groups = group_sizes(path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     base, with_recording = statistics.median(plain), statistics.median(recorded)
@@ -64,10 +76,20 @@ def main() -> None:
     print("| training | median wall time | ratio |")
     print("|---|---|---|")
     print(f"| without recording | {base:.1f} s | 1.00 |")
-    print(f"| with the default recorder | {with_recording:.1f} s | {with_recording / base:.3f} |")
+    ratios = sorted(r / p for r, p in zip(recorded, plain, strict=True))
+    print(
+        f"| with the default recorder | {with_recording:.1f} s | {with_recording / base:.3f} "
+        f"(pairs {ratios[0]:.3f}–{ratios[-1]:.3f}) |"
+    )
     print(
         f"run: {records} records, {size / 1e6:.1f} MB on disk "
         f"({size / max(records, 1) / 1e6:.2f} MB per record)"
+    )
+    print(
+        "per record: "
+        + ", ".join(
+            f"{name} {bytes_ / max(records, 1) / 1e3:.0f} KB" for name, bytes_ in groups.items()
+        )
     )
 
 
