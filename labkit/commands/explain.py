@@ -13,6 +13,9 @@ from labkit.errors import LabkitError
 
 GRADIENT_PARTS = ("dx", "dy", "dz", "dkernels", "dbiases", "dweights", "dbias")
 AGREEMENT = 1e-2  # formula vs recorded, over the largest |value|: float16 keeps ~1e-3
+# Below this loss a float64 finite difference hardly resolves the probe's gradients: a
+# trained network's sure probe (p = 1 - 1e-12) has gradients of ~1e-12
+TINY_LOSS = 1e-4
 
 
 def add_parser(commands) -> None:
@@ -126,6 +129,15 @@ def run(args: argparse.Namespace) -> int:
         for line in rule.lines():
             print(line)
     print(f"check: {verification.line()}")
+    loss = _probe_loss(explained.probe_pass)
+    doubtful = verification.on_kink or not verification.agrees
+    if loss < TINY_LOSS and (doubtful or (explained.agreement or 0) > AGREEMENT):
+        print(
+            f"note: probe {args.probe}'s loss is only {loss:.1e} here, and its gradients as "
+            "small: near what training's float32 (the recorded values) and a float64 finite "
+            "difference resolve, so a DIFFERS or a kink here may be rounding's, not the "
+            "backward's; a probe the network is less sure of tests it better"
+        )
     print()
     for path in _figures(recorded, explained, part, index, rule, out, args.format):
         print(path)
@@ -162,12 +174,23 @@ def _header(recorded, explained, loss: str, which: str) -> list[str]:
             f"layer {explained.layer} ({entry.get('class', '?')}: {explained.backward.kind}), "
             f"output {shape}"
         )
+    p = float(recorded.probabilities(passed.step)[passed.probe][passed.label])
     return [
         f"run {recorded.path}, step {passed.step}{which}",
-        f"probe {passed.probe}: digit {passed.label}; the gradient of its own "
-        f"{recorded.probe_loss} loss",
+        f"probe {passed.probe}: digit {passed.label} (p = {p:.6f}); the gradients are of its "
+        f"own {recorded.probe_loss} loss, {_probe_loss(passed):.3e}",
         layer,
     ]
+
+
+def _probe_loss(passed) -> float:
+    """The probe's loss at the step, from its recomputed logits."""
+    import numpy as np
+
+    logits = np.asarray(passed.inputs[-1], dtype=np.float64).reshape(1, -1)
+    target = np.zeros_like(logits)
+    target[0, passed.label] = 1.0
+    return float(passed.loss.value(target, logits))
 
 
 def _parts(explained) -> list[str]:
