@@ -179,7 +179,7 @@ def test_a_chosen_element_of_another_part(lenet, capsys, tmp_path):
 
 def test_the_gradient_arriving_is_the_sum_of_the_layer_above(lenet, capsys, tmp_path):
     out = explained(capsys, lenet, "--layer", "08-ReLU", "--part", "dy", "--out", str(tmp_path))
-    assert "dY is made by the layer above: its dX, as recorded" in out
+    assert "dy is the dX the layer above sent down; its sum, from that layer" in out
     assert re.search(r"^dX\[\d+\] = Σ_i W\[i, j\] × dY\[i\]$", out, re.M)  # 09-Dense's
     assert re.search(r"^check: dy\[\d+\]: .*: agrees$", out, re.M)
 

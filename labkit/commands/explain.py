@@ -104,44 +104,48 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LabkitError(f"{out}: cannot create the folder ({exc.strerror})") from None
-
     used = explained.probe_pass.step
     if args.step is None:
         which = " (the last record)"
     else:
         which = f" (no record at step {step}: the nearest)" if used != step else ""
-    for line in _header(recorded, explained, ex.LOSS, which):
-        print(line)
-    print()
-    for line in _parts(explained):
-        print(line)
-    print()
-    print(_agreement(explained))
-    print()
-    chosen = _element_name(part, index)
+    print("\n".join(_header(recorded, explained, ex.LOSS, which)), end="\n\n")
+    print("\n".join(_parts(explained)), end="\n\n")
+    print(_agreement(explained), end="\n\n")
     how = " (its largest |value|; --element to choose another)" if args.element is None else ""
-    print(f"{chosen} = {float(values[index]):+.6e}{how}")
+    print(f"{_element_name(part, index)} = {float(values[index]):+.6e}{how}")
     if rule is None:
         print(f"no chain-rule sum: {no_rule}")
     else:
         if part == "dy":
-            print(f"dY is made by the layer above: its {rule.element.split('[')[0]}, as recorded")
-        for line in rule.lines():
-            print(line)
+            above = rule.element.split("[")[0]
+            print(
+                f"dy is the {above} the layer above sent down; its sum, from that layer's own "
+                "recorded dY (so equal to dy within float16's ~1e-3):"
+            )
+        print("\n".join(rule.lines()))
     print(f"check: {verification.line()}")
-    loss = _probe_loss(explained.probe_pass)
-    doubtful = verification.on_kink or not verification.agrees
-    if loss < TINY_LOSS and (doubtful or (explained.agreement or 0) > AGREEMENT):
-        print(
-            f"note: probe {args.probe}'s loss is only {loss:.1e} here, and its gradients as "
-            "small: near what training's float32 (the recorded values) and a float64 finite "
-            "difference resolve, so a DIFFERS or a kink here may be rounding's, not the "
-            "backward's; a probe the network is less sure of tests it better"
-        )
+    note = _tiny_loss_note(explained, verification)
+    if note:
+        print(note)
     print()
     for path in _figures(recorded, explained, part, index, rule, out, args.format):
         print(path)
     return 0
+
+
+def _tiny_loss_note(explained, verification) -> str | None:
+    """What to say under a doubtful verdict on a probe the network is all but sure of."""
+    loss = _probe_loss(explained.probe_pass)
+    doubtful = verification.on_kink or not verification.agrees
+    if loss >= TINY_LOSS or not (doubtful or (explained.agreement or 0) > AGREEMENT):
+        return None
+    return (
+        f"note: probe {explained.probe_pass.probe}'s loss is only {loss:.1e} here, and its "
+        "gradients as small: near what training's float32 (the recorded values) and a "
+        "float64 finite difference resolve, so a DIFFERS or a kink here may be rounding's, "
+        "not the backward's; a probe the network is less sure of tests it better"
+    )
 
 
 def _part(explained, part: str | None) -> str:
