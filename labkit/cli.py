@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from labkit import __version__
-from labkit.commands import dashboard, evaluate, gradcheck, inspect, runs, train
+from labkit.commands import dashboard, evaluate, explain, gradcheck, inspect, runs, train
 from labkit.commands.args import HelpFormatter
 from labkit.errors import LabkitError
 
-SUBCOMMANDS = (train, evaluate, gradcheck, inspect, runs, dashboard)
+SUBCOMMANDS = (train, evaluate, gradcheck, inspect, explain, runs, dashboard)
 BROKEN_PIPE = 128 + getattr(signal, "SIGPIPE", 13)  # what a shell reports for git | head
 
 

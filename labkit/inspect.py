@@ -122,7 +122,7 @@ def feature_map_figure(
     figure = Figure(figsize=(width, size[1]), layout="constrained")
     if digit:
         digit_axes, axes = figure.subplots(1, 2, width_ratios=(min(2.0, size[1]), size[0]))
-        _input_digit(digit_axes, image, label)
+        input_digit(digit_axes, image, label)
     else:
         axes = figure.subplots()
     axes.set_title(title, fontsize=9)
@@ -145,7 +145,7 @@ def feature_map_figure(
     return figure
 
 
-def _input_digit(axes, image: np.ndarray, label: int | None) -> None:
+def input_digit(axes, image: np.ndarray, label: int | None) -> None:
     """The probe digit, dark ink on white, titled with its label."""
     image = np.asarray(image, dtype=np.float32)
     low, high = min(0.0, float(image.min())), max(1.0, float(image.max()))

@@ -177,7 +177,16 @@ print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["train"], ["evaluate"], ["gradcheck"], ["inspect"], ["runs", "list"], ["dashboard"]],
+    [
+        [],
+        ["train"],
+        ["evaluate"],
+        ["gradcheck"],
+        ["inspect"],
+        ["explain"],
+        ["runs", "list"],
+        ["dashboard"],
+    ],
     ids=lambda command: " ".join(["labkit", *command, "--help"]),
 )
 def test_help_imports_nothing_heavy(command):
