@@ -16,10 +16,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-from dash import html
+from dash import Patch, html
 
 from dashboards import figures
-from dashboards.figures.backward import drawn_rows, element_at, part_figure, saliency_figure
+from dashboards.figures.backward import (
+    drawn_rows,
+    element_at,
+    part_figure,
+    part_values,
+    saliency_figure,
+)
 from dashboards.store import CachedRun
 from labkit import explain
 from labkit.backprop import ChainRule
@@ -33,7 +39,6 @@ SHOWN_TERMS = 12  # terms of a chain-rule sum listed before "N smaller terms"
 AGREEMENT = 1e-2  # formula vs recorded, relative to the largest |value|: float16 keeps each
 # value to ~5e-4 of its probe's largest; a wrong formula is off by ~1
 KEPT = 16  # layers' backward passes kept per server process (a click, verify: no recompute)
-PART_CHANGES = (("z", "zmin", "zmax", "zmid", "colorscale", "y"), ("yaxis",))  # on a step move
 SYMBOLS = {  # how an element of each part is named in its hover and in the chain rule
     "x": "X",
     "kernels": "K",
@@ -172,21 +177,43 @@ class BackwardView:
     rule: list = field(default_factory=list)
     verifiable: bool = False
     height: int = HEIGHTS[0]
+    patched: bool = False  # the figures are Patches of the drawn ones' values
+
+
+def value_patch(values: np.ndarray, signed: bool) -> Patch:
+    """A part's figure at another step as a Patch: its first trace's values, typed arrays."""
+    patch = Patch()
+    for key, value in part_values(values, signed).items():
+        if value is not None:
+            patch["data"][0][key] = figures.typed(value)
+    return patch
 
 
 def backward_view(
-    cached: CachedRun, at: dict, element: object = None, model: Model | None = None
+    cached: CachedRun,
+    at: dict,
+    element: object = None,
+    model: Model | None = None,
+    drawn: object = None,
 ) -> BackwardView:
     """The view at ``at``, ``element`` chosen if it is one of the layer's (else the
-    default); a run recorded without the probes' gradients is one line (LabkitError)."""
+    default); a run recorded without the probes' gradients is one line (LabkitError).
+    Where the page ``drawn`` this layer for this probe (at another step), its figures are
+    Patches of their values (:func:`value_patch`): building them whole costs ~4 ms each."""
     step, probe, position = cursor(cached, at)
     explained = explained_at(cached, step, probe, position, model)
     choice = valid_element(explained, element) or default_choice(explained)
     parts = list(explained.backward.parts)[:SLOTS]
+    moved = isinstance(drawn, dict) and drawn.get("parts") == parts
+    moved = moved and all(drawn.get(key) == at.get(key) for key in ("run", "layer"))
+    moved = moved and drawn.get("probe") == probe
     shown = []
     for key in parts:
         part = explained.backward.parts[key]
         marked = choice[1] if choice and choice[0] == key else None
+        if moved:
+            shown.append(value_patch(part.values, part.signed))
+            continue
         shown.append(
             part_figure(
                 part.values,
@@ -204,6 +231,7 @@ def backward_view(
     title = f"{what}: probe {probe} (digit {label}) at step {step:,}"
     return BackwardView(
         figures=shown,
+        patched=moved,
         parts=parts,
         title=title,
         agreement=agreement_line(explained),

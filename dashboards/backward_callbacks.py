@@ -26,13 +26,13 @@ from dashboards.failsafe import panel_callback
 from dashboards.figures import empty_figure
 from dashboards.figures.backward import mark
 from dashboards.layout import PANEL
-from dashboards.panels import step_patch
 from dashboards.store import CachedRun, RunStore
 from labkit.errors import LabkitError
 
 SLOTS = range(backward.SLOTS)
 SHOWN = {"width": "calc(25% - 22px)", "display": "block"}  # four a row (PANEL's 22 px)
 HIDDEN = {"display": "none"}
+EMPTY = empty_figure("")  # an unused slot's (hidden)
 FIGURES = [Output(f"backward-part-{i}", "figure") for i in SLOTS]
 STYLES = [Output(f"backward-slot-{i}", "style") for i in SLOTS]
 
@@ -90,23 +90,14 @@ def register(app: Dash, store: RunStore, run: Callable[[object], CachedRun]) -> 
             return (no_update,) * len(FIGURES) + closed_view("")
         cached = run(at["run"])
         try:
-            shown = backward.backward_view(cached, at, element, store.model_for(cached.run))
+            model = store.model_for(cached.run)
+            shown = backward.backward_view(cached, at, element, model, drawn)
         except LabkitError as exc:  # an older run without the probes' gradients, no record
             return (no_update,) * len(FIGURES) + closed_view(str(exc))
         step, probe, _ = backward.cursor(cached, at)
         now = {"run": at["run"], "step": step, "probe": probe, "layer": at["layer"]}
-        same = isinstance(drawn, dict) and all(
-            drawn.get(key) == now[key] for key in ("run", "probe", "layer")
-        )
-        same = same and drawn.get("parts") == shown.parts
-        figures = []
-        for slot in SLOTS:
-            if slot >= len(shown.figures):
-                figures.append(empty_figure(""))
-            elif same:  # the step alone moved: the parts' values, not their layout
-                figures.append(step_patch(shown.figures[slot], backward.PART_CHANGES))
-            else:
-                figures.append(shown.figures[slot])
+        unused = no_update if shown.patched else EMPTY  # the step alone moved: as they are
+        figures = [shown.figures[slot] if slot < len(shown.figures) else unused for slot in SLOTS]
         return (
             *figures,
             *(slot_style(slot < len(shown.figures), shown.height) for slot in SLOTS),

@@ -341,7 +341,7 @@ def test_a_step_move_sends_only_the_parts_values(app, runs):
     first = show(client, app, at)
     drawn, element = first["backward-drawn"]["data"], first["backward-element"]["data"]
     moved = show(client, app, {**at, "step": int(steps[-2])}, element, drawn)
-    allowed = {key for keys in backward.PART_CHANGES for key in keys}
+    allowed = set(bf.VALUE_KEYS)
     for slot in range(len(drawn["parts"])):
         patch = moved[f"backward-part-{slot}"]["figure"]
         assert patch["__dash_patch_update"] == "__dash_patch_update"

@@ -56,6 +56,8 @@ ZERO_WHITE_SCALE = [
 MASK_SCALE = [[0.0, "#e8ecf2"], [1.0, "black"]]  # 1 black, 0 light grey: the gaps, white,
 # still part the tiles
 MARK_COLOR = "#00b050"  # the clicked element's frame: green reads on red, blue and white
+VALUE_KEYS = ("z", "zmin", "zmax", "zmid", "colorscale", "y")  # the first trace's keys that
+# hold a part's values (:func:`part_values`): all a step move changes
 MAX_TICKED_BARS = 32  # bars up to this many get a tick each (the loss's 10 classes)
 
 
@@ -170,6 +172,15 @@ def colours(values: np.ndarray, signed: bool) -> dict:
     return {"colorscale": SEQUENTIAL_SCALE, "zmin": 0, "zmax": largest, "zmid": None}
 
 
+def part_values(values: np.ndarray, signed: bool = True) -> dict:
+    """The keys of a part's first trace that hold its values: bars' ``y``, or a heatmap's
+    ``z`` and its colour scale (the rest of its figure is the same at every step)."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim == 1:
+        return {"y": values}
+    return {"z": drawn(values), **colours(values, signed)}
+
+
 def mark(shape: tuple[int, ...], index: tuple[int, ...] | None) -> list[dict]:
     """The clicked element's frame as layout shapes (none without an element): a bar's
     column, or a square round its cell (a pixel wider on a large tile, so it shows), and
@@ -221,7 +232,7 @@ def part_figure(
         bar = dict(
             type="bar",
             x=np.arange(len(values)),
-            y=values,
+            **part_values(values, signed),
             marker={"color": BAR_COLOR, "line_width": 0},
             hovertemplate=f"{symbol}[%{{x}}] = %{{y:.4g}}<extra></extra>",
         )
@@ -238,7 +249,7 @@ def part_figure(
             shapes=mark(shape, marked),
             **layout,
         )
-    z = drawn(values)
+    shown = part_values(values, signed)
     if len(shape) == 2:  # a matrix's x and y are its indices
         customdata, where = None, "%{y},%{x}"
     else:  # a gap's 0 is never shown (no hover on gaps), and -1 would be "////" in base64,
@@ -246,12 +257,11 @@ def part_figure(
         where = _index_text(len(shape))
     heatmap = dict(
         type="heatmap",
-        z=z,
+        **shown,
         customdata=customdata,
         hoverongaps=False,
         hovertemplate=f"{symbol}[{where}] = %{{z:.4g}}<extra></extra>",
         colorbar={"thickness": 8, "exponentformat": "e", "xpad": 2},
-        **colours(values, signed),
     )
     traces: list = [heatmap]
     if len(shape) == 2:
@@ -261,10 +271,10 @@ def part_figure(
         }
     elif len(shape) == 4:
         labels = kernel_labels(*shape)
-        axes = kernel_axes(z.shape, labels)
+        axes = kernel_axes(shown["z"].shape, labels)
         traces += tile_heads(labels)
     else:
-        axes = image_axes(*z.shape)
+        axes = image_axes(*shown["z"].shape)
     return figure(traces, head, shapes=mark(shape, marked), **axes, **layout)
 
 
