@@ -442,4 +442,12 @@ def test_in_a_browser_a_click_shows_the_sum_and_verify_agrees(dash_duo, runs):
     dash_duo.wait_for_contains_text("#backward-verified", f"{name}: agrees", timeout=20)
     assert "finite difference" in dash_duo.find_element("#backward-verified").text
     assert f"element={','.join(map(str, index))}" in dash_duo.driver.current_url
+    z = "return document.querySelector('#backward-part-3 .js-plotly-plot').data[0].z;"
+    before = dash_duo.driver.execute_script(z)
+    dash_duo.find_element("#back").click()  # a step move: the parts' values patched
+    previous = int(RunStore(runs).get("lenet").run.steps[-2])
+    dash_duo.wait_for_contains_text("#backward-title", f"at step {previous:,}", timeout=20)
+    dash_duo.wait_for_contains_text("#backward-rule", f"the clicked {name}", timeout=20)
+    WebDriverWait(dash_duo.driver, 20).until(lambda d: d.execute_script(z) != before)
+    assert dash_duo.find_element("#backward-verified").text == ""  # of the other step
     assert dash_duo.get_logs() == []
