@@ -93,7 +93,8 @@ def register(app: Dash, store: RunStore, run: Callable[[object], CachedRun]) -> 
             model = store.model_for(cached.run)
             shown = backward.backward_view(cached, at, element, model, drawn)
         except LabkitError as exc:  # an older run without the probes' gradients, no record
-            return (no_update,) * len(FIGURES) + closed_view(str(exc))
+            notice = str(exc).replace(str(cached.run.path), str(at["run"]))  # not the server's
+            return (no_update,) * len(FIGURES) + closed_view(notice)
         step, probe, _ = backward.cursor(cached, at)
         now = {"run": at["run"], "step": step, "probe": probe, "layer": at["layer"]}
         unused = no_update if shown.patched else EMPTY  # the step alone moved: as they are

@@ -311,6 +311,7 @@ def test_an_older_run_is_one_line_and_the_other_panels_keep_working(app, runs):
     answer = show(client, app, {"run": "old", "step": 40, "probe": PROBE, "layer": 0})
     notice = answer["backward-title"]["children"]
     assert "older labkit" in notice and "\n" not in notice
+    assert notice.startswith("old: ") and str(runs) not in notice  # no path of the server
     assert answer["backward-body"]["style"] == {"display": "none"}
     assert all(answer[f"backward-slot-{i}"]["style"] == {"display": "none"} for i in range(8))
     page = {"run.value": "old", "record.value": 1, "probe.value": PROBE, "feature-layer.value": 0}
@@ -451,3 +452,18 @@ def test_in_a_browser_a_click_shows_the_sum_and_verify_agrees(dash_duo, runs):
     WebDriverWait(dash_duo.driver, 20).until(lambda d: d.execute_script(z) != before)
     assert dash_duo.find_element("#backward-verified").text == ""  # of the other step
     assert dash_duo.get_logs() == []
+
+
+def test_a_large_matrix_is_sent_in_255_levels_and_a_small_one_exactly():
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(100, 3380))
+    fig = bf.part_figure(big, "weights W", symbol="W")
+    validated(fig)
+    z = np.asarray(fig.data[0].z)
+    assert z.dtype == np.uint8 and fig.data[0].zmid == bf.LEVELS  # 127: the level of 0
+    level = np.round((big / np.abs(big).max() + 1) * bf.LEVELS)
+    np.testing.assert_allclose(z, level, atol=1)  # float32 rounds a few halves the other way
+    assert fig.data[0].colorbar.ticktext[2] == "0"
+    small = rng.normal(size=(128, 512))  # lenet's W: exact
+    exact = bf.part_figure(small, "weights W", symbol="W").data[0]
+    np.testing.assert_array_equal(exact.z, small.astype(np.float32))

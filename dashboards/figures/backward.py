@@ -56,8 +56,21 @@ ZERO_WHITE_SCALE = [
 MASK_SCALE = [[0.0, "#e8ecf2"], [1.0, "black"]]  # 1 black, 0 light grey: the gaps, white,
 # still part the tiles
 MARK_COLOR = "#00b050"  # the clicked element's frame: green reads on red, blue and white
-VALUE_KEYS = ("z", "zmin", "zmax", "zmid", "colorscale", "y")  # the first trace's keys that
+VALUE_KEYS = (
+    "z",
+    "zmin",
+    "zmax",
+    "zmid",
+    "colorscale",
+    "colorbar",
+    "y",
+)  # the first trace's keys that
 # hold a part's values (:func:`part_values`): all a step move changes
+MAX_EXACT_CELLS = 2**16  # a larger matrix (the tutorial's 100 x 3380 W) is sent as 255
+# levels (uint8: a quarter of the bytes, 0.5 MB, not 1.8 MB, each move); lenet's 128 x 512 W
+# is exact. A click still gives the element's exact value (the chain-rule panel)
+LEVELS = 127  # a coarse matrix's levels either side of 0
+COLORBAR = {"thickness": 8, "exponentformat": "e", "xpad": 2}
 MAX_TICKED_BARS = 32  # bars up to this many get a tick each (the loss's 10 classes)
 
 
@@ -178,7 +191,34 @@ def part_values(values: np.ndarray, signed: bool = True) -> dict:
     values = np.asarray(values, dtype=np.float32)
     if values.ndim == 1:
         return {"y": values}
-    return {"z": drawn(values), **colours(values, signed)}
+    if coarse(values.shape):
+        return coarse_values(values, signed)
+    return {"z": drawn(values), **colours(values, signed), "colorbar": COLORBAR}
+
+
+def coarse(shape: tuple[int, ...]) -> bool:
+    """Whether a part is drawn in :data:`LEVELS` steps (a matrix of over
+    :data:`MAX_EXACT_CELLS`), not exactly."""
+    return len(shape) == 2 and int(np.prod(shape)) > MAX_EXACT_CELLS
+
+
+def coarse_values(values: np.ndarray, signed: bool) -> dict:
+    """A large matrix as uint8 levels on its colour scale (128 is 0 when signed), the
+    colour bar ticked with the values the levels stand for."""
+    scale = colours(values, signed)
+    low, high = float(scale["zmin"]), float(scale["zmax"])
+    codes = np.round((np.nan_to_num(values) - low) / (high - low) * 2 * LEVELS)
+    ticks = np.linspace(0, 2 * LEVELS, 5)
+    labels = [f"{low + (high - low) * t / (2 * LEVELS):.2g}" for t in ticks]
+    colorbar = {**COLORBAR, "tickmode": "array", "tickvals": ticks.tolist(), "ticktext": labels}
+    return {
+        "z": np.clip(codes, 0, 2 * LEVELS).astype(np.uint8),
+        "colorscale": scale["colorscale"],
+        "zmin": 0,
+        "zmax": 2 * LEVELS,
+        "zmid": LEVELS if signed else None,
+        "colorbar": colorbar,
+    }
 
 
 def mark(shape: tuple[int, ...], index: tuple[int, ...] | None) -> list[dict]:
@@ -197,7 +237,9 @@ def mark(shape: tuple[int, ...], index: tuple[int, ...] | None) -> list[dict]:
     frames = [
         {**frame, **box, "x0": x - margin, "x1": x + margin, "y0": y - margin, "y1": y + margin}
     ]
-    if lay.tiled:  # and, thinly, its tile: a small kernel's element is a pixel or two wide
+    if (
+        lay.tiled and lay.tiles > 1
+    ):  # and, thinly, its tile: a small kernel's element is a pixel or two wide
         left, top = x - int(index[-1]), y - int(index[-2])
         tile = {"x0": left - 0.5, "x1": left + lay.width - 0.5, "y0": top - 0.5}
         tile["y1"] = top + lay.height - 0.5
@@ -250,8 +292,11 @@ def part_figure(
             **layout,
         )
     shown = part_values(values, signed)
+    value = "%{z:.4g}"
     if len(shape) == 2:  # a matrix's x and y are its indices
         customdata, where = None, "%{y},%{x}"
+        if coarse(shape):
+            value = "(drawn in 255 levels: click for its value)"
     else:  # a gap's 0 is never shown (no hover on gaps), and -1 would be "////" in base64,
         customdata = np.maximum(element_grid(shape), 0)  # which JSON sends as \u002f (6 bytes each)
         where = _index_text(len(shape))
@@ -260,8 +305,7 @@ def part_figure(
         **shown,
         customdata=customdata,
         hoverongaps=False,
-        hovertemplate=f"{symbol}[{where}] = %{{z:.4g}}<extra></extra>",
-        colorbar={"thickness": 8, "exponentformat": "e", "xpad": 2},
+        hovertemplate=f"{symbol}[{where}] = {value}<extra></extra>",
     )
     traces: list = [heatmap]
     if len(shape) == 2:
