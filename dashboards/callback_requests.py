@@ -23,7 +23,10 @@ CLICK = "check-status.children"  # the check button's status: what a click answe
 
 
 def callback_key(app, output: str) -> str:
-    """The ``callback_map`` key of the callback that writes ``output`` (``"id.property"``)."""
+    """The ``callback_map`` key of the callback that writes ``output`` (``"id.property"``,
+    or a key itself: a callback whose one output others write too is ``"id.property@…"``)."""
+    if output in app.callback_map:
+        return output
     keys = [key for key in app.callback_map if output in outputs_of(key)]
     if len(keys) != 1:
         raise ValueError(f"{output}: {len(keys)} callbacks write it")

@@ -14,7 +14,8 @@ import time
 from dash import ClientsideFunction, Dash, Input, Output, State, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dashboards import view
+from dashboards import backward_callbacks, view
+from dashboards.backward import layer_options
 from dashboards.failsafe import panel_callback
 from dashboards.gradchecks import check_at_step, gradcheck_page, gradcheck_rows
 from dashboards.panels import (
@@ -68,6 +69,7 @@ def run_controls(
         "layers": layers,
         "convolutions": convs,
         "probes": probes,
+        "backward": layer_options(cached),
     }
 
 
@@ -119,6 +121,12 @@ def apply_view(controls: dict, wanted: dict) -> dict:
     probe = view.as_int(wanted.get("probe"))
     if probe is not None and probe < len(controls["probes"]):
         chosen["probe"] = probe
+    backward = view.pick_backward(wanted.get("backward"), controls["backward"])
+    if backward is not None:  # the backward view, open on that layer (and element)
+        chosen["backward"] = backward
+        index = view.as_index(wanted.get("element"))
+        if isinstance(wanted.get("part"), str) and index is not None:
+            chosen["element"] = {"layer": backward, "part": wanted["part"], "index": index}
     return chosen
 
 
@@ -174,6 +182,9 @@ def register(app: Dash, store: RunStore) -> None:
         Output("probe", "options"),
         Output("probe", "value"),
         Output("axis", "value"),
+        Output("backward-layer", "options"),
+        Output("backward-layer", "value"),
+        Output("backward-element", "data"),
         Output("view", "data", allow_duplicate=True),
         Input("run", "value"),
         Input("live", "n_intervals"),
@@ -184,15 +195,18 @@ def register(app: Dash, store: RunStore) -> None:
         State("kernel-layer", "value"),
         State("feature-layer", "value"),
         State("probe", "value"),
+        State("backward-layer", "value"),
         prevent_initial_call=True,  # the run is chosen by open_view, from the address
     )
-    def choose_run(name, _, wanted, record, shown_steps, layer, kernel_layer, feature_layer, probe):
+    def choose_run(
+        name, _, wanted, record, shown_steps, layer, kernel_layer, feature_layer, probe, backward
+    ):
         if name is None:
-            return (no_update,) * 13
+            return (no_update,) * 16
         name = resolve_run(store.runs_dir, name)
         live = ctx.triggered_id == "live"
         if live and len(store.get(name).run.steps) == len(shown_steps or []):
-            return (no_update,) * 13  # nothing new: leave every panel alone
+            return (no_update,) * 16  # nothing new: leave every panel alone
         shown = len(shown_steps) if live and shown_steps else None
         controls = run_controls(store, name, record if live else None, shown)
         layers, convs = controls["layers"], controls["convolutions"]
@@ -213,6 +227,9 @@ def register(app: Dash, store: RunStore) -> None:
             controls["probes"],
             chosen.get("probe", keep(probe, controls["probes"], 0)),
             axis or no_update,
+            controls["backward"],
+            chosen.get("backward", keep(backward, controls["backward"], None)),
+            chosen.get("element", no_update),
             None if applying else no_update,  # the address's view is applied once
         )
 
@@ -279,6 +296,8 @@ def register(app: Dash, store: RunStore) -> None:
         Input("feature-layer", "value"),
         Input("probe", "value"),
         Input("axis", "value"),
+        Input("backward-layer", "value"),
+        Input("backward-element", "data"),
         State("records", "data"),
         State("layer", "options"),
         prevent_initial_call=True,
@@ -389,6 +408,8 @@ def register(app: Dash, store: RunStore) -> None:
             page = 0  # another run, or a new report (newest first): the first page
         rows = gradcheck_rows(run(name))
         return (*gradcheck_page(rows, page, size, sort_by), "" if rows else EMPTY_CHECKS)
+
+    backward_callbacks.register(app, store, run)
 
 
 def html_line(text: str) -> html.Div:

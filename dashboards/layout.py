@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dash import dash_table, dcc, html
 
+from dashboards.backward import SLOTS
 from dashboards.figures import AXIS_LABELS, AXIS_MODES, GRADCHECK_COLUMNS
 
 PANEL = {"border": "1px solid #e3e8ef", "borderRadius": "6px", "padding": "6px", "margin": "4px"}
@@ -198,7 +199,84 @@ def page(run_options: list[dict], runs_version: str) -> html.Div:
             html.Div([graph("hist-time-activation"), graph("hist-time")], style=ROW),
             html.Div([graph("gradient-flow"), graph("update-flow")], style=ROW),
             html.Div([kernels, features], style=ROW),
+            html.Div([backward_section()], style=ROW),
             html.Div([gradchecks], style=ROW),
         ],
         style={"fontFamily": "sans-serif", "fontSize": "13px"},
+    )
+
+
+def backward_section() -> html.Div:
+    """The backward view: closed until its layer is chosen (then the probe digit above
+    and the step slider drive it), its parts in up to 8 figures, the chain rule of a
+    clicked element with its verify button, and the saliency strip."""
+    slots = [
+        html.Div(
+            dcc.Graph(
+                id=f"backward-part-{slot}",
+                style={"height": "100%"},  # the slot's, which the view sets
+                config={"displaylogo": False, "displayModeBar": False},
+            ),
+            id=f"backward-slot-{slot}",
+            style={"display": "none"},
+        )
+        for slot in range(SLOTS)
+    ]
+    picker = dcc.Dropdown(
+        [],
+        None,
+        id="backward-layer",
+        placeholder="pick a layer, or the loss, to see its backward pass",
+    )
+    chain_rule = html.Div(
+        [html.B("chain rule of the clicked element"), html.Div(id="backward-rule")],
+        style={**PANEL, "width": "56%", "overflowX": "auto"},
+    )
+    verify = html.Div(
+        [
+            html.Button("verify by finite differences", id="backward-verify", disabled=True),
+            html.Div(
+                "The clicked gradient element against its finite difference, taken now "
+                "from the weights recorded at this step, in float64.",
+                style={"color": "#7f8ea3", "margin": "4px 0"},
+            ),
+            html.Div(id="backward-verified", style={"marginTop": "6px"}),
+        ],
+        style={**PANEL, "width": "39%", "overflowX": "auto"},
+    )
+    body = html.Div(
+        [
+            html.Div(id="backward-agreement", style={"margin": "2px 6px", "color": "#2a3f5f"}),
+            html.Div(slots, style=ROW),
+            html.Div([chain_rule, verify], style=ROW),
+            dcc.Graph(
+                id="backward-saliency",
+                style={"height": "150px"},
+                config={"displaylogo": False, "displayModeBar": False},
+            ),
+        ],
+        id="backward-body",
+        style={"display": "none"},
+    )
+    return html.Div(
+        [
+            html.H4("backward pass: how the probe digit's gradient is made, layer by layer"),
+            html.Div(
+                [
+                    labelled("layer (for the probe digit and step above)", picker, "34%"),
+                    html.Div(
+                        id="backward-title",
+                        style={"margin": "22px 8px 0", "fontWeight": "bold"},
+                    ),
+                ],
+                style=ROW,
+            ),
+            body,
+            dcc.Store(id="backward-at"),  # the cursor, made in the browser (view.js)
+            dcc.Store(id="backward-drawn"),  # the cursor the figures are of
+            dcc.Store(id="backward-element"),  # the chosen element: layer, part, index
+            dcc.Store(id="backward-strip"),  # the cursor the saliency strip is of
+        ],
+        id="backward",
+        style={**PANEL, "width": "98%"},
     )

@@ -11,7 +11,9 @@ changes, with ``history.replaceState``, so the address always holds what is show
   the kernels (if it is a convolution) and the feature maps, unless these are given:
 - ``kernels``, ``maps``: the layer of the kernel panel and of the feature maps;
 - ``probe``: the probe digit's index (0-based, as the probe picker lists them);
-- ``axis``: the step axis (:data:`dashboards.figures.AXIS_MODES`).
+- ``axis``: the step axis (:data:`dashboards.figures.AXIS_MODES`);
+- ``backward``: the layer of the backward view (a key or index, or ``loss``): opens it;
+- ``part``, ``element``: the element clicked in it (``dx`` and ``0,5,7``: dX[0,5,7]).
 
 Whatever a link holds is only ever looked up among the runs, layers and probes the page
 offers: a bad value is ignored, never an error.
@@ -23,7 +25,21 @@ from urllib.parse import parse_qs
 
 from dashboards.figures import AXIS_MODES
 
-KEYS = ("run", "compare", "step", "layer", "kernels", "maps", "probe", "axis")
+KEYS = (
+    "run",
+    "compare",
+    "step",
+    "layer",
+    "kernels",
+    "maps",
+    "probe",
+    "axis",
+    "backward",
+    "part",
+    "element",
+)
+LOSS = "loss"  # the backward view's loss at the end (labkit.explain.LOSS)
+MAX_AXES = 4  # an element's indices: a part has at most 4 axes (kernels)
 MAX_QUERY = 2_000  # characters of the address's query that are read
 
 
@@ -59,3 +75,22 @@ def pick_layer(text: object, layers: list[dict]) -> int | None:
 def axis_mode(text: object) -> str | None:
     """The step axis the address names, if it is one."""
     return text if text in AXIS_MODES else None
+
+
+def pick_backward(text: object, options: list[dict]) -> int | str | None:
+    """The backward view's layer: ``loss``, or a layer by key or index, else None."""
+    if text == LOSS and any(option["value"] == LOSS for option in options):
+        return LOSS
+    return pick_layer(text, [option for option in options if option["value"] != LOSS])
+
+
+def as_index(text: object) -> list[int] | None:
+    """An element's indices from ``"0,5,7"`` (at most :data:`MAX_AXES`), else None; whether
+    the part has them is the view's to judge."""
+    if not isinstance(text, str):
+        return None
+    pieces = text.split(",")
+    if not 0 < len(pieces) <= MAX_AXES:
+        return None
+    numbers = [as_int(piece) for piece in pieces]
+    return None if None in numbers else numbers

@@ -278,6 +278,9 @@ def verify(explained: Explained, part: str, index: tuple[int, ...]) -> Verificat
         raise LabkitError(f"{explained.layer}: {part[1:]} is not contiguous, cannot be moved")
     scorer = Scorer(forward, forward(), [1.0])
     s = settings()
+    # the loss is made from the logits (log-sum-exp): it carries their rounding, not only
+    # its own value's (a confident probe's loss of 3e-4 is 1 + 3e-4 rounded, then logged)
+    resolution = max(scorer.resolution, float(np.max(np.abs(activations[-1]))))
     judged = judge(
         analytic[pick],
         pick,
@@ -285,7 +288,7 @@ def verify(explained: Explained, part: str, index: tuple[int, ...]) -> Verificat
         sequential_probe(flat, scorer),
         s,
         float(np.max(np.abs(analytic))),
-        resolution=scorer.resolution,
+        resolution=resolution,
     )
     element = f"{part}[{','.join(map(str, index))}]"
     check = TensorCheck(explained.layer, part, shape, s.mode)

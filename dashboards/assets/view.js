@@ -1,5 +1,6 @@
-// The dashboard's two client-side callbacks (registered in dashboards/callbacks.py):
-// moving the step marker of the figures over training, and keeping the view in the address.
+// The dashboard's client-side callbacks (registered in dashboards/callbacks.py and
+// backward_callbacks.py): moving the step marker of the figures over training, keeping the
+// view in the address, and the backward view's cursor.
 window.dash_clientside = Object.assign({}, window.dash_clientside, {
   labkit: {
     // The marker is each figure's FIRST shape (dashboards/figures/style.py step_line);
@@ -36,7 +37,9 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
     },
 
     // The address holds the view (dashboards/view.py is the one home of its keys).
-    keepAddress: function (run, compare, record, layer, kernels, maps, probe, axis, steps, layers) {
+    keepAddress: function (
+      run, compare, record, layer, kernels, maps, probe, axis, backward, element, steps, layers
+    ) {
       const none = window.dash_clientside.no_update;
       if (!run || !steps || !steps.length || record === null || record === undefined) {
         return none;
@@ -54,11 +57,37 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       if (label(maps) !== null && maps !== layer) query.set("maps", label(maps));
       if (probe !== null && probe !== undefined) query.set("probe", String(probe));
       if (axis && axis !== "auto") query.set("axis", axis);
-      const address = "?" + query.toString();
+      const opened = backward === "loss" ? "loss" : label(backward);
+      if (opened !== null) {
+        query.set("backward", opened);
+        if (element && element.layer === backward && element.part && element.index) {
+          query.set("part", element.part);
+          query.set("element", element.index.join(","));
+        }
+      }
+      const address = "?" + query.toString().replace(/%2C/g, ","); // element=0,5,7 reads
       if (window.location.search !== address) {
         window.history.replaceState(null, "", address + window.location.hash);
       }
       return none;
+    },
+
+    // The backward view's cursor (dashboards/backward_callbacks.py): only while a layer
+    // is chosen, so a step move asks the server for nothing more while the view is closed;
+    // once, as {layer: null}, when it is closed.
+    backwardCursor: function (run, record, probe, layer, steps) {
+      const none = window.dash_clientside.no_update;
+      const triggered = (window.dash_clientside.callback_context.triggered || []).map(
+        (t) => t.prop_id
+      );
+      if (layer === null || layer === undefined) {
+        return triggered.includes("backward-layer.value") ? { run: run, layer: null } : none;
+      }
+      if (!run || !steps || !steps.length || record === null || record === undefined) {
+        return none;
+      }
+      const step = steps[Math.min(Math.max(record, 0), steps.length - 1)];
+      return { run: run, step: step, probe: probe || 0, layer: layer };
     },
   },
 });

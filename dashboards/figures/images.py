@@ -49,8 +49,8 @@ def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.F
         customdata = np.stack([owner // channels, owner % channels], axis=-1)
         hover = "k %{customdata[0]}, c %{customdata[1]}<br>%{z:.3g}<extra></extra>"
         labels = kernel_labels(depth, channels, kh, kw)
-        layout = _kernel_axes(z.shape, labels)
-        heads = _tile_heads(labels)
+        layout = kernel_axes(z.shape, labels)
+        heads = tile_heads(labels)
     else:
         raise ValueError(f"kernels must be (D, C, k, k) or 2-D, got shape {kernels.shape}")
     if diverging:
@@ -72,7 +72,7 @@ def kernel_grid(kernels: np.ndarray, title: str, diverging: bool = True) -> go.F
     return figure([heatmap, *heads], title, **layout)
 
 
-def _kernel_axes(shape: tuple[int, int], labels: KernelLabels) -> dict:
+def kernel_axes(shape: tuple[int, int], labels: KernelLabels) -> dict:
     """A kernel mosaic's axes, with the ticks or tile heads that name every kernel."""
     axes = image_axes(*shape)
     for axis, ticks, text in (
@@ -93,7 +93,7 @@ def _kernel_axes(shape: tuple[int, int], labels: KernelLabels) -> dict:
     return axes
 
 
-def _tile_heads(labels: KernelLabels) -> list[dict]:
+def tile_heads(labels: KernelLabels) -> list[dict]:
     """Each tile's k just above it, as ONE text trace (an annotation apiece costs ~0.25 ms)."""
     if not labels.tiles:
         return []
