@@ -28,16 +28,13 @@ from dashboards.figures.backward import (
 )
 from dashboards.store import CachedRun
 from labkit import explain
-from labkit.backprop import ChainRule
+from labkit.backprop import SHOWN_TERMS, ChainRule
 from labkit.errors import LabkitError
 from labkit.usercode import Model
 
 HEIGHTS = (290, 480)  # px of the view's figures: most layers, and one with a tall mosaic
 TALL = 120  # mosaic rows from which a figure is drawn tall (32 x 16 kernels: 191)
 SLOTS = 8  # figures of the view: a convolution has the most parts (X, K, Y, dY, rot K, dX, dK, dB)
-SHOWN_TERMS = 12  # terms of a chain-rule sum listed before "N smaller terms"
-AGREEMENT = 1e-2  # formula vs recorded, relative to the largest |value|: float16 keeps each
-# value to ~5e-4 of its probe's largest; a wrong formula is off by ~1
 KEPT = 16  # layers' backward passes kept per server process (a click, verify: no recompute)
 SYMBOLS = {  # how an element of each part is named in its hover and in the chain rule
     "x": "X",
@@ -248,7 +245,7 @@ def agreement_line(explained: explain.Explained) -> str:
     name = symbol(explained.gradient_part)
     if agreement is None:
         return f"no formula here for this layer: its {name} is its own backward, as recorded"
-    verdict = "they agree" if agreement <= AGREEMENT else "they DIFFER"
+    verdict = "they agree" if explained.formula_agrees else "they DIFFER"
     source = "p − y" if explained.layer == explain.LOSS else "the formula, from the recorded dY"
     return (
         f"{name} by {source}, against {name} as recorded (float16): largest difference "
@@ -304,7 +301,7 @@ def terms_table(rule: ChainRule, shown: int = SHOWN_TERMS) -> html.Table:
     rest = rule.terms[shown:]
     if rest:
         summed = sum(t.value for t in rest)
-        text = f"{len(rest)} smaller terms, summing to"
+        text = f"= the {len(rest)} smaller terms together"
         rows.append(html.Tr([html.Td(f"{summed:+.6e}", style=right), html.Td(text, style=grey)]))
     total = {**right, "fontWeight": "bold", "borderTop": "1px solid #2a3f5f"}
     rows.append(

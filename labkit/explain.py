@@ -28,6 +28,8 @@ from labkit.usercode import Model
 
 LOSS = "loss"  # the name of the loss at the end, as a layer of the explainer
 STRIP = 12  # records the saliency strip shows
+AGREEMENT = 1e-2  # formula vs recorded, over the largest |value|: float16 keeps each value
+# to ~5e-4 of its probe's largest; a wrong formula is off by ~1
 
 
 @dataclass
@@ -72,14 +74,24 @@ class Explained:
 
     @property
     def agreement(self) -> float | None:
-        """Largest |formula's dX − recorded dX| over the largest |recorded dX|: ~1e-3
-        (float16) for a right layer; None for a layer with no formula here."""
+        """Largest |formula's dX − recorded dX| over the largest |value| of either: ~1e-3
+        (float16) for a right layer; None for a layer with no formula here. For the loss,
+        differences within float32's rounding of ``p`` (training's precision) are not
+        counted: a probe the network is sure of has ``p − y`` ~ 1e-12, below it."""
         if self.backward.kind == "layer" or self.gradient_part not in self.backward.parts:
             return None
         formula = self.backward.parts[self.gradient_part].values
         recorded = self.recorded_dx.reshape(formula.shape)
-        scale = float(np.max(np.abs(recorded))) or 1.0
-        return float(np.max(np.abs(formula - recorded))) / scale
+        rounding = float(np.finfo(np.float32).eps) if self.layer == LOSS else 0.0
+        difference = max(float(np.max(np.abs(formula - recorded))) - rounding, 0.0)
+        scale = max(float(np.max(np.abs(recorded))), float(np.max(np.abs(formula))))
+        return difference / (scale or 1.0)
+
+    @property
+    def formula_agrees(self) -> bool | None:
+        """Whether the formula and the recorded gradient agree to within ``AGREEMENT``."""
+        agreement = self.agreement
+        return None if agreement is None else agreement <= AGREEMENT
 
 
 def probe_pass(

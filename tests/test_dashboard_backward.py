@@ -242,7 +242,7 @@ def test_a_click_lists_the_chain_rule_that_sums_to_the_clicked_value(app, runs, 
     for term in expected.terms[:shown]:
         assert term.label in table
     if len(expected.terms) > shown:
-        assert f"{len(expected.terms) - shown} smaller terms, summing to" in table
+        assert f"= the {len(expected.terms) - shown} smaller terms together" in table
     value = float(clicked.split("=")[1].split()[0])
     if part == "dy":  # made by the layer above from its own recorded dY: float16 apart
         assert total == pytest.approx(value, abs=2e-3 * np.abs(values).max())
@@ -429,7 +429,7 @@ def test_in_a_browser_a_click_shows_the_sum_and_verify_agrees(dash_duo, runs):
     hover_and_click(dash_duo.driver, "backward-part-5", x, y)
     dash_duo.wait_for_contains_text("#backward-rule", f"the clicked {name}", timeout=20)
     rule = dash_duo.find_element("#backward-rule").text
-    assert f"{name} = Σ_d,u,v" in rule and "smaller terms, summing to" in rule
+    assert f"{name} = Σ_d,u,v" in rule and "smaller terms together" in rule
     total = float(dash_duo.find_element("#backward-total").text)
     clicked = float(rule.split(f"the clicked {name} = ")[1].split()[0])
     assert total == pytest.approx(clicked, rel=1e-6)

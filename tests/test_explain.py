@@ -15,6 +15,7 @@ from labkit import explain as E
 from labkit.backprop import explain
 from labkit.data import MNIST, load_mnist
 from labkit.errors import LabkitError
+from labkit.layers import softmax
 from labkit.losses import softmax_cross_entropy_prime
 from labkit.models import lenet, tutorial
 from labkit.network import Network
@@ -283,3 +284,24 @@ def test_explain_maths_is_the_layers_own_on_one_sample():
             )
         for name, grad in layer.grads.items():
             np.testing.assert_allclose(shown.parts[f"d{name}"].values, grad, atol=1e-12)
+
+
+def test_the_loss_formula_forgives_float32_rounding_of_p_but_not_a_wrong_gradient(runs):
+    recording, step = step_and_recording(runs, "lenet")
+    passed = E.probe_pass(recording, step, 6)
+    last = passed.keys[-1]
+    explained = E.explain_at(passed, len(passed.keys))
+    assert explained.formula_agrees
+    dz = explained.backward.parts["dz"].values
+    passed.recorded[last] = (dz * 1.05).astype(np.float32)  # 5% off: a wrong loss gradient
+    assert E.explain_at(passed, len(passed.keys)).formula_agrees is False
+    # a probe the network is sure of (p = 1 - 2e-9), recorded as training computes it:
+    # in float32, where 1 - p rounds to 0 or 6e-8
+    logits = np.full(10, -22.0, dtype=np.float32)
+    logits[passed.label] = 0.0
+    passed.inputs[-1] = logits
+    target = np.eye(10, dtype=np.float32)[passed.label]
+    passed.recorded[last] = softmax(logits[None])[0] - target
+    sure = E.explain_at(passed, len(passed.keys))
+    assert np.abs(sure.backward.parts["dz"].values).max() < 1e-8
+    assert sure.formula_agrees

@@ -12,7 +12,6 @@ from labkit.commands.args import add_model_argument
 from labkit.errors import LabkitError
 
 GRADIENT_PARTS = ("dx", "dy", "dz", "dkernels", "dbiases", "dweights", "dbias")
-AGREEMENT = 1e-2  # formula vs recorded, over the largest |value|: float16 keeps ~1e-3
 # Below this loss a float64 finite difference hardly resolves the probe's gradients: a
 # trained network's sure probe (p = 1 - 1e-12) has gradients of ~1e-12
 TINY_LOSS = 1e-4
@@ -138,7 +137,7 @@ def _tiny_loss_note(explained, verification) -> str | None:
     """What to say under a doubtful verdict on a probe the network is all but sure of."""
     loss = _probe_loss(explained.probe_pass)
     doubtful = verification.on_kink or not verification.agrees
-    if loss >= TINY_LOSS or not (doubtful or (explained.agreement or 0) > AGREEMENT):
+    if loss >= TINY_LOSS or not (doubtful or explained.formula_agrees is False):
         return None
     return (
         f"note: probe {explained.probe_pass.probe}'s loss is only {loss:.1e} here, and its "
@@ -214,7 +213,7 @@ def _agreement(explained) -> str:
     part = explained.gradient_part
     if agreement is None:
         return f"formula vs recorded: no formula here for {explained.layer}; {part} is its own"
-    verdict = "agrees" if agreement <= AGREEMENT else "DIFFERS"
+    verdict = "agrees" if explained.formula_agrees else "DIFFERS"
     return (
         f"formula vs recorded: {part} from the formula differs from the one recorded in "
         f"training by at most {agreement:.1e} of its largest |value| (float16 keeps ~1e-3): "
