@@ -28,7 +28,7 @@ from dashboards.figures.backward import (
 )
 from dashboards.store import CachedRun
 from labkit import explain
-from labkit.backprop import SHOWN_TERMS, ChainRule
+from labkit.backprop import SHOWN_TERMS, SYMBOLS, ChainRule
 from labkit.errors import LabkitError
 from labkit.usercode import Model
 
@@ -36,26 +36,6 @@ HEIGHTS = (290, 480)  # px of the view's figures: most layers, and one with a ta
 TALL = 120  # mosaic rows from which a figure is drawn tall (32 x 16 kernels: 191)
 SLOTS = 8  # figures of the view: a convolution has the most parts (X, K, Y, dY, rot K, dX, dK, dB)
 KEPT = 16  # layers' backward passes kept per server process (a click, verify: no recompute)
-SYMBOLS = {  # how an element of each part is named in its hover and in the chain rule
-    "x": "X",
-    "kernels": "K",
-    "y": "Y",
-    "dy": "dY",
-    "rotated": "rot180(K)",
-    "dx": "dX",
-    "dkernels": "dK",
-    "dbiases": "dB",
-    "mask": "mask",
-    "prime": "f'(X)",
-    "zeroed": "zeroed",
-    "weights": "W",
-    "dweights": "dW",
-    "dbias": "db",
-    "z": "z",
-    "p": "p",
-    "target": "y",
-    "dz": "dz",
-}
 
 _kept: OrderedDict[tuple, explain.Explained] = OrderedDict()
 _kept_lock = threading.Lock()

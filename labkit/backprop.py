@@ -30,6 +30,26 @@ from labkit.layers import Activation, Convolutional, Dense, MaxPool, ReLU, Resha
 from labkit.layers.activations import softmax
 
 SHOWN_TERMS = 12  # terms a summary lists before "and N more"
+SYMBOLS = {  # how an element of each part is named (a view's hover, a chain rule's terms)
+    "x": "X",
+    "kernels": "K",
+    "y": "Y",
+    "dy": "dY",
+    "rotated": "rot180(K)",
+    "dx": "dX",
+    "dkernels": "dK",
+    "dbiases": "dB",
+    "mask": "mask",
+    "prime": "f'(X)",
+    "zeroed": "zeroed",
+    "weights": "W",
+    "dweights": "dW",
+    "dbias": "db",
+    "z": "z",
+    "p": "p",
+    "target": "y",
+    "dz": "dz",
+}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from labkit.options import MODEL_HELP
 
@@ -43,6 +44,31 @@ def add_model_argument(parser, default: str | None = "lenet", what: str = "") ->
     """``--model``: one spelling and one help text for every subcommand that takes it."""
     shown = f" (default: {default})" if default else ""
     parser.add_argument("--model", default=default, metavar="MODEL", help=MODEL_HELP + what + shown)
+
+
+def add_step_argument(parser, drawn: str = "drawn") -> None:
+    """``--step``: a step of the run; the nearest record is the one ``drawn``."""
+    parser.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help=f"a step between the run's first and last records; the nearest record is {drawn} "
+        "(default: the last record)",
+    )
+
+
+def add_figure_arguments(parser, default_folder: str) -> None:
+    """``--out DIR`` and ``--format png|svg`` of a command that writes figures."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"folder for the figures (default: {default_folder})",
+    )
+    parser.add_argument(
+        "--format", choices=["png", "svg"], default="png", help="the figures' file format"
+    )
 
 
 def _integer(text: str, what: str, low: int, high: int | None = None, *, short: str = "") -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from labkit.commands.args import add_model_argument
+from labkit.commands.args import add_figure_arguments, add_model_argument, add_step_argument
 from labkit.errors import LabkitError
 
 GRADIENT_PARTS = ("dx", "dy", "dz", "dkernels", "dbiases", "dweights", "dbias")
@@ -29,13 +29,7 @@ def add_parser(commands) -> None:
         "at the end)",
     )
     parser.add_argument("--probe", type=int, default=0, help="which probe digit, 0-15")
-    parser.add_argument(
-        "--step",
-        type=int,
-        default=None,
-        help="a step between the run's first and last records; the nearest record is used "
-        "(default: the last record)",
-    )
+    add_step_argument(parser, "used")
     parser.add_argument(
         "--part",
         default=None,
@@ -48,16 +42,7 @@ def add_parser(commands) -> None:
         metavar="I,J,K",
         help="the element of --part, comma-separated (default: its largest |value|)",
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="folder for the figures (default: RUN/figures/explain)",
-    )
-    parser.add_argument(
-        "--format", choices=["png", "svg"], default="png", help="the figures' file format"
-    )
+    add_figure_arguments(parser, "RUN/figures/explain")
     add_model_argument(
         parser,
         default=None,

@@ -6,20 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from labkit.commands.args import add_model_argument
+from labkit.commands.args import add_figure_arguments, add_model_argument, add_step_argument
 from labkit.errors import LabkitError
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("inspect", help="write kernel and feature-map figures of a run")
     parser.add_argument("run", type=Path, help="a run folder written by labkit train")
-    parser.add_argument(
-        "--step",
-        type=int,
-        default=None,
-        help="a step between the run's first and last records; the nearest record is drawn "
-        "(default: the last record)",
-    )
+    add_step_argument(parser, "drawn")
     parser.add_argument(
         "--layer",
         default=None,
@@ -28,16 +22,7 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--image", type=int, default=0, help="which probe digit's feature maps, 0-15"
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="folder for the figures (default: RUN/figures)",
-    )
-    parser.add_argument(
-        "--format", choices=["png", "svg"], default="png", help="the figures' file format"
-    )
+    add_figure_arguments(parser, "RUN/figures")
     add_model_argument(
         parser,
         default=None,

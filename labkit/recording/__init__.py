@@ -18,7 +18,7 @@ module is where the names, fields and edges are spelled, once:
   output, and ``backward/input`` at the input (saliency), float16 divided by each probe's
   largest magnitude, kept in ``backward/scale`` ``(PROBES, 1 + layers)`` float32 (column 0
   the input): plain float16 would flush a trained network's ~1e-7 gradients to zero.
-  Runs recorded before labkit 0.6 have none (:attr:`Recording.has_backward`);
+  runs recorded by an older labkit have none (:attr:`Recording.has_backward`);
 - static ``probe/images`` and ``probe/labels``.
 
 ``<key>`` is :func:`labkit.network.layer_key` (``03-Convolutional``). The manifest's
@@ -274,7 +274,7 @@ class Recording:
 
     @property
     def has_backward(self) -> bool:
-        """Whether the probes' backward pass was recorded (labkit 0.6 on)."""
+        """Whether the probes' backward pass was recorded (an older labkit kept none)."""
         return SALIENCY in self.manifest["record_arrays"]
 
     def probe_gradients(self, step: int) -> dict[str, np.ndarray]:
