@@ -106,20 +106,16 @@ def element_name(part: str, index) -> str:
 
 def valid_element(explained: explain.Explained, element: object) -> tuple[str, tuple] | None:
     """``(part, index)`` of a chosen element (``{"layer", "part", "index"}``) if it is
-    one of this layer's parts, else None."""
-    if not isinstance(element, dict):
+    one of this layer's parts, else None (a request may send anything)."""
+    if not isinstance(element, dict) or not isinstance(element.get("index"), list):
         return None
-    part, index = element.get("part"), element.get("index")
-    parts = explained.backward.parts
-    if part not in parts or not isinstance(index, list):
+    part, index = element.get("part"), element["index"]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in index):
         return None
-    shape = parts[part].values.shape
-    if len(index) != len(shape) or not all(
-        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n
-        for i, n in zip(index, shape, strict=True)
-    ):
+    try:
+        return part, explain.element_index(explained, part, index)
+    except LabkitError:
         return None
-    return part, tuple(index)
 
 
 def default_choice(explained: explain.Explained) -> tuple[str, tuple] | None:
@@ -129,16 +125,6 @@ def default_choice(explained: explain.Explained) -> tuple[str, tuple] | None:
     if part not in explained.backward.parts:
         return None
     return part, explain.default_element(explained, part)
-
-
-def verifiable(explained: explain.Explained, part: str) -> bool:
-    """Whether :func:`labkit.explain.verify` takes ``part``: a gradient arriving or sent
-    down, or a parameter's gradient."""
-    if part in ("dx", "dy", "dz"):
-        return part in explained.backward.parts and (part != "dy" or explained.layer != "loss")
-    position, layers = explained.index, explained.probe_pass.network.layers
-    params = layers[position].params if position < len(layers) else {}
-    return part.startswith("d") and part[1:] in params
 
 
 @dataclass
@@ -214,7 +200,7 @@ def backward_view(
         agreement=agreement_line(explained),
         choice=choice,
         rule=rule_panel(explained, *choice) if choice else [],
-        verifiable=bool(choice) and verifiable(explained, choice[0]),
+        verifiable=bool(choice) and explain.verifiable(explained, choice[0]),
         height=HEIGHTS[rows >= TALL],
     )
 
@@ -305,7 +291,7 @@ def verify_panel(cached: CachedRun, drawn: dict, element: object, model: Model |
     step, probe, position = cursor(cached, drawn)
     explained = explained_at(cached, step, probe, position, model)
     choice = valid_element(explained, element)
-    if choice is None or not verifiable(explained, choice[0]):
+    if choice is None or not explain.verifiable(explained, choice[0]):
         return ["pick a gradient element first (dY, dX, dz or a parameter's d…)"]
     checked = explain.verify(explained, *choice)
     cell = {"padding": "1px 8px", "fontFamily": "monospace", "whiteSpace": "nowrap"}

@@ -27,6 +27,7 @@ from dashboards.figures import empty_figure
 from dashboards.figures.backward import mark
 from dashboards.layout import PANEL
 from dashboards.store import CachedRun, RunStore
+from labkit import explain
 from labkit.errors import LabkitError
 
 SLOTS = range(backward.SLOTS)
@@ -145,7 +146,7 @@ def register(app: Dash, store: RunStore, run: Callable[[object], CachedRun]) -> 
             element_data(drawn["layer"], choice),
             backward.rule_panel(explained, part, index),
             *frames,
-            not backward.verifiable(explained, part),
+            not explain.verifiable(explained, part),
             "",
         )
 
@@ -178,7 +179,7 @@ def register(app: Dash, store: RunStore, run: Callable[[object], CachedRun]) -> 
         cached = run(at["run"])
         if not cached.run.has_backward or len(cached.run) == 0:
             return empty_figure("no saliency recorded"), None
-        step, probe, _ = backward.cursor(cached, {**at, "layer": backward.explain.LOSS})
+        step, probe, _ = backward.cursor(cached, {**at, "layer": explain.LOSS})
         now = {"run": at["run"], "step": step, "probe": probe}
         if now == strip:
             raise PreventUpdate  # another layer: the same strip

@@ -24,6 +24,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from dashboards.figures import AXIS_MODES
+from labkit.explain import LOSS  # the backward view's loss at the end
 
 KEYS = (
     "run",
@@ -38,7 +39,6 @@ KEYS = (
     "part",
     "element",
 )
-LOSS = "loss"  # the backward view's loss at the end (labkit.explain.LOSS)
 MAX_AXES = 4  # an element's indices: a part has at most 4 axes (kernels)
 MAX_QUERY = 2_000  # characters of the address's query that are read
 

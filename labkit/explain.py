@@ -45,6 +45,14 @@ class ProbePass:
     inputs: list[np.ndarray]  # each layer's input, then the logits; one sample each
     recorded: dict[str, np.ndarray]  # "input" and each layer key: the gradient arriving
 
+    @property
+    def own_loss(self) -> float:
+        """The probe's loss at the step, from its recomputed logits."""
+        logits = np.asarray(self.inputs[-1], dtype=np.float64).reshape(1, -1)
+        target = np.zeros_like(logits)
+        target[0, self.label] = 1.0
+        return float(self.loss.value(target, logits))
+
     def below(self, position: int) -> np.ndarray:
         """The recorded gradient leaving layer ``position`` downwards (its dX)."""
         return self.recorded[self.keys[position - 1]] if position else self.recorded["input"]
@@ -170,7 +178,8 @@ def _part(explained: Explained, part: str):
     return parts[part]
 
 
-def _element(explained: Explained, part: str, index: tuple[int, ...]) -> tuple[int, ...]:
+def element_index(explained: Explained, part: str, index) -> tuple[int, ...]:
+    """``index`` as an element of ``part`` (ints); LabkitError (one line) if it is not one."""
     shape = _part(explained, part).values.shape
     index = tuple(int(i) for i in index)
     if len(index) != len(shape) or not all(0 <= i < n for i, n in zip(index, shape, strict=False)):
@@ -184,7 +193,7 @@ def _element(explained: Explained, part: str, index: tuple[int, ...]) -> tuple[i
 def chain_rule(explained: Explained, part: str, index: tuple[int, ...]) -> ChainRule:
     """The chain-rule sum behind ``part[index]``. The gradient arriving (``dy``) is made
     by the layer above: its ``dx`` (the loss's ``dz``) at the same place."""
-    index = _element(explained, part, index)
+    index = element_index(explained, part, index)
     if part == "dy":
         above = explain_at(explained.probe_pass, explained.index + 1)
         shape = above.backward.parts[above.gradient_part].values.shape
@@ -257,25 +266,36 @@ def _float64_pass(passed: ProbePass):
     return layers, activations, arriving, grad, target
 
 
+def verifiable(explained: Explained, part: str) -> bool:
+    """Whether :func:`verify` takes ``part``: the gradient arriving (``dy``), sent down
+    (``dx``), the loss's ``dz``, or a parameter's gradient ``d<name>``."""
+    if part not in explained.backward.parts:
+        return False
+    if part in ("dx", "dy", "dz"):
+        return True
+    layers = explained.probe_pass.network.layers
+    params = layers[explained.index].params if explained.index < len(layers) else {}
+    return part.startswith("d") and part[1:] in params
+
+
 def verify(explained: Explained, part: str, index: tuple[int, ...]) -> Verification:
     """The finite difference of ``part[index]`` (``dx``, ``dy``, ``dz`` or a parameter's
     ``d<name>``) taken on the spot from the recorded weights in float64, against the
     float64 backward, judged by :func:`labkit.differences.judge`."""
-    index = _element(explained, part, index)
+    index = element_index(explained, part, index)
     passed, position = explained.probe_pass, explained.index
     layers, activations, arriving, input_gradient, target = _float64_pass(passed)
-    params = layers[position].params if position < len(layers) else {}
+    if not verifiable(explained, part):
+        raise LabkitError(f"cannot verify {part!r}: verify takes dx, dy, dz or d<parameter>")
     if part in ("dz", "dy"):  # the layer's output (the logits for the loss) moves
         start = position if explained.layer == LOSS else position + 1
         tensor, analytic = activations[start], arriving[start - 1]
     elif part == "dx":
         start, tensor = position, activations[position]
         analytic = arriving[position - 1] if position else input_gradient
-    elif part.startswith("d") and part[1:] in params:
-        start, tensor = position, params[part[1:]]
+    else:  # a parameter's gradient
+        start, tensor = position, layers[position].params[part[1:]]
         analytic = layers[position].grads[part[1:]]
-    else:
-        raise LabkitError(f"cannot verify {part!r}: verify takes dx, dy, dz or d<parameter>")
 
     def forward() -> np.ndarray:
         h = activations[start]

@@ -249,6 +249,8 @@ def test_an_older_run_and_bad_input_are_one_line_errors(runs, tmp_path):
         E.chain_rule(explained, "dx", (1, 0, 0))
     with pytest.raises(LabkitError, match="no part 'dweights'"):
         E.verify(explained, "dweights", (0, 0))
+    with pytest.raises(LabkitError, match="cannot verify 'kernels'"):
+        E.verify(explained, "kernels", (0, 0, 0, 0))  # a parameter, not a gradient
     with pytest.raises(LabkitError, match="not comma-separated integers"):
         E.parse_element("1,x")
     old = tmp_path / "old"

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _tiny_loss_note(explained, verification) -> str | None:
     """What to say under a doubtful verdict on a probe the network is all but sure of."""
-    loss = _probe_loss(explained.probe_pass)
+    loss = explained.probe_pass.own_loss
     doubtful = verification.on_kink or not verification.agrees
     if loss >= TINY_LOSS or not (doubtful or explained.formula_agrees is False):
         return None
@@ -166,19 +166,9 @@ def _header(recorded, explained, loss: str, which: str) -> list[str]:
     return [
         f"run {recorded.path}, step {passed.step}{which}",
         f"probe {passed.probe}: digit {passed.label} (p = {p:.6f}); the gradients are of its "
-        f"own {recorded.probe_loss} loss, {_probe_loss(passed):.3e}",
+        f"own {recorded.probe_loss} loss, {passed.own_loss:.3e}",
         layer,
     ]
-
-
-def _probe_loss(passed) -> float:
-    """The probe's loss at the step, from its recomputed logits."""
-    import numpy as np
-
-    logits = np.asarray(passed.inputs[-1], dtype=np.float64).reshape(1, -1)
-    target = np.zeros_like(logits)
-    target[0, passed.label] = 1.0
-    return float(passed.loss.value(target, logits))
 
 
 def _parts(explained) -> list[str]:
