@@ -1,11 +1,18 @@
-"""What recording costs: lenet training with and without the default Recorder.
+"""What recording costs: lenet training with and without the default Recorder, interleaved.
 
-    python benchmarks/bench_recording.py --data auto|PATH/mnist.npz [--epochs 1] [--repeats 2]
+    python benchmarks/bench_recording.py --data auto|PATH/mnist.npz [--epochs 5] [--repeats 2]
 
-Trains the same network from the same seed with and without recording (default settings:
-every 100 steps, denser at the start), alternating in one process, and prints the median
-wall times, their ratio and range, and the run's size on disk per record, by group of
-arrays (``features``, ``backward``: the probes' gradients, ``params``, ...).
+Two trainers of the same network from the same seed, one recorded (default settings:
+every 100 steps, denser at the start), take turns in one process: each runs a block of
+``--block`` steps while the other waits, so a slow minute of a shared machine slows
+both alike (whole runs alternated one after the other differed by ±10% on their own).
+A recorded block holds its record step in its middle, and before handing over it waits
+for the recorder's writer thread to finish what it was given: the writer's work is
+counted against recording, none of it spills into the unrecorded trainer's turn.
+
+Prints, per repeat and as the median with its range: the seconds of each trainer, their
+ratio, and the extra milliseconds per record; then the run's size on disk per record,
+by group of arrays (``features``, ``backward``: the probes' gradients, ``params``, ...).
 """
 
 from __future__ import annotations
@@ -15,30 +22,101 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from labkit.data import load_mnist
 from labkit.models import lenet
 from labkit.optim import Adam
-from labkit.recorder import Recorder, choose_probes
+from labkit.recorder import Recorder, RecordSchedule, choose_probes
 from labkit.runs import open_run
-from labkit.train import Trainer
+from labkit.train import Callback, Trainer
+
+BATCH = 32
 
 
-def train_once(data, epochs: int, run_path: Path | None) -> float:
-    """Seconds to train lenet for ``epochs``; records into ``run_path`` when given."""
-    network = lenet(seed=0)
-    callbacks = []
-    if run_path is not None:
-        probes = choose_probes(data.y_test)
-        callbacks.append(Recorder(run_path, data.x_test[probes], data.y_test[probes]))
-    trainer = Trainer(
-        network, Adam(network), batch_size=32, seed=0, callbacks=callbacks, progress=False
-    )
-    start = time.perf_counter()
-    trainer.fit(data, epochs)
-    return time.perf_counter() - start
+class Turns:
+    """A baton two trainers pass every ``block`` steps: one trains while the other waits."""
+
+    def __init__(self, block: int) -> None:
+        self.block = block
+        self.turn = 0  # which trainer holds the baton
+        self.busy = [0.0, 0.0]  # seconds each spent holding it
+        self.changed = threading.Condition()
+        self.finished = [False, False]
+
+    def wait_for(self, who: int) -> float:
+        with self.changed:
+            self.changed.wait_for(lambda: self.turn == who or self.finished[1 - who])
+        return time.perf_counter()
+
+    def hand_over(self, who: int, since: float, *, last: bool = False) -> None:
+        with self.changed:
+            self.busy[who] += time.perf_counter() - since
+            self.finished[who] = self.finished[who] or last
+            self.turn = 1 - who
+            self.changed.notify_all()
+
+
+class TakeTurns(Callback):
+    """Hands the baton over at step ``offset`` and every ``block`` steps after it; a
+    recorded trainer first waits for its recorder's writer to catch up."""
+
+    def __init__(self, turns: Turns, who: int, offset: int, recorder: Recorder | None) -> None:
+        self.turns, self.who, self.offset, self.recorder = turns, who, offset, recorder
+        # the first turn takes in the dense records of the first steps and the steps in
+        # which the writer catches up with them, as it does in a run
+        self.first = RecordSchedule().dense_until
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self.since = self.turns.wait_for(self.who)
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict) -> None:
+        if step > self.first and (step - self.offset) % self.turns.block == 0:
+            self.drain()
+            self.turns.hand_over(self.who, self.since)
+            self.since = self.turns.wait_for(self.who)
+
+    def drain(self) -> None:
+        if self.recorder is not None and self.recorder.writer is not None:
+            done = threading.Event()
+            self.recorder._submit(done.set)  # the writer runs jobs in order
+            done.wait()
+
+    def finish(self) -> None:
+        self.turns.hand_over(self.who, self.since, last=True)
+
+
+def interleaved(data, epochs: int, block: int, run_path: Path) -> tuple[float, float, int]:
+    """Seconds of the unrecorded and of the recorded trainer, and the records written."""
+    turns = Turns(block)
+    probes = choose_probes(data.y_test)
+    recorder = Recorder(run_path, data.x_test[probes], data.y_test[probes])
+    # records fall on multiples of the schedule's period: hand over halfway between them
+    offset = RecordSchedule().every // 2
+
+    def train(who: int, recorder: Recorder | None) -> None:
+        network = lenet(seed=0)
+        baton = TakeTurns(turns, who, offset, recorder)
+        callbacks = [recorder, baton] if recorder is not None else [baton]
+        trainer = Trainer(
+            network, Adam(network), batch_size=BATCH, seed=0, callbacks=callbacks, progress=False
+        )
+        try:
+            trainer.fit(data, epochs)  # the recorder closes its run in on_train_end
+        finally:
+            baton.finish()
+
+    threads = [
+        threading.Thread(target=train, args=(0, None)),
+        threading.Thread(target=train, args=(1, recorder)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return turns.busy[0], turns.busy[1], len(open_run(run_path).steps)
 
 
 def group_sizes(path: Path) -> dict[str, int]:
@@ -52,34 +130,41 @@ def group_sizes(path: Path) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--data", default=os.environ.get("LABKIT_DATA", "auto"))
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--block", type=int, default=RecordSchedule().every, help="steps a turn")
     args = parser.parse_args()
     data = load_mnist(args.data)
     scratch = Path(tempfile.mkdtemp(prefix="labkit-bench-"))
-    plain, recorded, size, records, groups = [], [], 0, 0, {}
+    steps = args.epochs * -(-len(data.x_train) // BATCH)
+    print(f"data: {data.source}; lenet, batch {BATCH}, {args.epochs} epoch(s) = {steps} steps")
+    print("| repeat | without recording | with the default recorder | ratio | ms per record |")
+    print("|---|---|---|---|---|")
+    ratios, per_record = [], []
     try:
         for repeat in range(args.repeats):
-            plain.append(train_once(data, args.epochs, None))
             path = scratch / f"run{repeat}"
-            recorded.append(train_once(data, args.epochs, path))
-            run = open_run(path)
-            size, records = run.size_bytes(), len(run.steps)
-            groups = group_sizes(path)
+            plain, recorded, records = interleaved(data, args.epochs, args.block, path)
+            ratios.append(recorded / plain)
+            per_record.append((recorded - plain) / records * 1e3)
+            print(
+                f"| {repeat + 1} | {plain:.1f} s | {recorded:.1f} s | {ratios[-1]:.3f} "
+                f"| {per_record[-1]:.1f} |",
+                flush=True,
+            )
+            size, groups = open_run(path).size_bytes(), group_sizes(path)
+            if repeat < args.repeats - 1:
+                shutil.rmtree(path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    base, with_recording = statistics.median(plain), statistics.median(recorded)
-    steps = args.epochs * -(-len(data.x_train) // 32)
-    print(f"data: {data.source}; lenet, batch 32, {args.epochs} epoch(s) = {steps} steps")
-    print("| training | median wall time | ratio |")
-    print("|---|---|---|")
-    print(f"| without recording | {base:.1f} s | 1.00 |")
-    ratios = sorted(r / p for r, p in zip(recorded, plain, strict=True))
     print(
-        f"| with the default recorder | {with_recording:.1f} s | {with_recording / base:.3f} "
-        f"(pairs {ratios[0]:.3f}–{ratios[-1]:.3f}) |"
+        f"| median | | | {statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f}) "
+        f"| {statistics.median(per_record):.1f} ({min(per_record):.1f}–{max(per_record):.1f}) |"
     )
     print(
         f"run: {records} records, {size / 1e6:.1f} MB on disk "
