@@ -1,9 +1,11 @@
 """Record activations, gradients, weights and feature maps while training, into a run.
 
 The :class:`Recorder` is a training callback. On a record step it attaches forward and
-backward hooks to every layer for that one step (so other steps pay nothing), then
-writes one record to the run store (:mod:`labkit.runs`) in the layout that
-:mod:`labkit.recording` defines:
+backward hooks to every layer for that one step (so other steps pay nothing), copies
+what the hooks saw and the weights, and hands them to a writer thread of its own. That
+thread computes the record (the statistics, the probes' passes through the recorder's
+own copy of the network) and writes it to the run store (:mod:`labkit.runs`) in the
+layout that :mod:`labkit.recording` defines, while training goes on:
 
 - per layer, statistics of its output (activation) and of the gradient arriving at its
   output: ``STATS_FIELDS``, over the whole batch, and a histogram over fixed sign-log
@@ -21,6 +23,7 @@ writes one record to the run store (:mod:`labkit.runs`) in the layout that
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import queue
 import threading
@@ -235,6 +238,10 @@ class Recorder(Callback):
             "probe_loss": trainer.loss.name,
             "started": time.time(),
         }
+        # The probes' passes run on the writer thread, through a copy of the network that
+        # is given each record's weights: the training network is never touched, and the
+        # training thread is not held up by them.
+        self._replica = type(network)([copy.deepcopy(layer) for layer in network.layers])
         self.writer = RunWriter.create(
             self.path,
             capacity=self.schedule.count(trainer.total_steps),
@@ -279,9 +286,10 @@ class Recorder(Callback):
 
     def _capture(self, key: str, kind: str):
         def hook(layer, _, values) -> None:  # values: the output, or the gradient at it
+            # a copy: the statistics are taken on the writer thread, after the layer has
+            # moved on; the copy keeps the memory order, so they are the same numbers
             band = saturation_band(layer) if kind == "activation" else None
-            self._captured[f"{key}/{kind}/stats"] = tensor_stats(values, band)
-            self._captured[f"{key}/{kind}/hist"] = histogram(values)
+            self._captured[f"{key}/{kind}"] = (np.array(values, copy=True), band)
 
         return hook
 
@@ -307,34 +315,51 @@ class Recorder(Callback):
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        arrays, epoch, writer = self._record(trainer.network), logs["epoch"], self.writer
-        self._submit(lambda: writer.write_record(step, epoch, arrays))
+        snapshot, epoch, writer = self._snapshot(trainer.network), logs["epoch"], self.writer
+        self._submit(lambda: writer.write_record(step, epoch, self._record(snapshot)))
         self._flush_metrics()
 
-    def _record(self, network: Network) -> dict[str, np.ndarray]:
+    def _snapshot(self, network: Network) -> dict:
+        """What a record needs from this step, copied (the training thread's only share of
+        a record's work): the hooks' captures and the parameters before and after."""
+        return {
+            "captured": self._captured,
+            "before": self._before,
+            "after": {name: param.copy() for name, param in self._parameters(network).items()},
+        }
+
+    def _record(self, snapshot: dict) -> dict[str, np.ndarray]:
+        """A record's arrays from a step's :meth:`_snapshot`, on the writer thread: the
+        statistics, the parameters and their update ratios, and the probes' forward and
+        backward pass through the recorder's own copy of the network at those weights."""
         arrays: dict[str, np.ndarray] = {}
-        empty_stats = np.full(len(STATS_FIELDS), np.nan, dtype=np.float32)
-        empty_hist = np.zeros(len(HIST_EDGES) - 1, dtype=np.int32)
-        captured = self._captured
-        arrays[STATS] = np.array(
-            [[captured.get(f"{key}/{k}/stats", empty_stats) for k in KINDS] for key in self.keys]
+        captured = {
+            name: (tensor_stats(values, band), histogram(values))
+            for name, (values, band) in snapshot["captured"].items()
+        }
+        empty = (
+            np.full(len(STATS_FIELDS), np.nan, dtype=np.float32),
+            np.zeros(len(HIST_EDGES) - 1, dtype=np.int32),
         )
-        arrays[HIST] = np.array(
-            [[captured.get(f"{key}/{k}/hist", empty_hist) for k in KINDS] for key in self.keys]
-        )
+        for field, name in enumerate((STATS, HIST)):  # the fields of each captured pair
+            arrays[name] = np.array(
+                [[captured.get(f"{key}/{k}", empty)[field] for k in KINDS] for key in self.keys]
+            )
         ratios = []
-        for (key, name), param in self._parameters(network).items():
-            before = self._before[key, name]
-            arrays[param_array(key, name)] = param.copy()  # the optimizer updates it in place
+        for (key, name), param in snapshot["after"].items():
+            before = snapshot["before"][key, name]
+            arrays[param_array(key, name)] = param
             norm = np.linalg.norm(before)  # a zero start (biases) has no meaningful ratio
             ratios.append(np.linalg.norm(param - before) / norm if norm > 0 else np.nan)
         arrays[UPDATE_RATIO] = np.array(ratios, dtype=np.float32)
+        for (key, name), value in self._parameters(self._replica).items():
+            np.copyto(value, snapshot["after"][key, name])  # in place: layers alias them
         h = self.probe_images
-        for key, layer in zip(self.keys, network.layers, strict=True):
+        for key, layer in zip(self.keys, self._replica.layers, strict=True):
             h = layer.forward(h)
             arrays[feature_array(key)] = h
         arrays[PROBS] = softmax(h.reshape(len(h), -1))
-        gradients = probe_backward(network, h, self.probe_labels, self.loss)
+        gradients = probe_backward(self._replica, h, self.probe_labels, self.loss)
         scales = []
         for name, gradient in zip(
             [SALIENCY, *map(gradient_array, self.keys)], gradients, strict=True

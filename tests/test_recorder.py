@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,10 +16,10 @@ import pytest
 from labkit.cli import main
 from labkit.data import MNIST, load_mnist
 from labkit.errors import LabkitError
-from labkit.layers import softmax
+from labkit.layers import Dense, Flatten, softmax
 from labkit.models import lenet
-from labkit.network import layer_key
-from labkit.optim import Adam
+from labkit.network import Network, layer_key
+from labkit.optim import SGD, Adam
 from labkit.recorder import (
     HIST_EDGES,
     HIST_SAMPLES,
@@ -373,3 +374,43 @@ def test_recording_does_not_change_what_is_trained(tmp_path, threads):
     assert len(open_run(tmp_path / f"run-{threads}").steps) > 3
     for key, value in plain.items():
         np.testing.assert_array_equal(recorded[key], value, err_msg=key)
+
+
+class CountingDense(Dense):
+    """A user's dense layer that notes which thread ran each forward, and on how many rows."""
+
+    calls: list[tuple[str, int]] = []
+
+    def forward(self, input):
+        CountingDense.calls.append((threading.current_thread().name, len(input)))
+        return super().forward(input)
+
+
+def test_the_probes_pass_through_the_recorders_copy_of_the_network_not_the_trained_one(
+    tmp_path,
+):
+    """The training thread and its layers never run the probes: the writer thread runs
+    them through a copy given each record's weights, so the record still holds the
+    trained network's features at that step."""
+    sample = load_mnist("sample")
+    data = MNIST(
+        sample.x_train[:120], sample.y_train[:120], sample.x_test[:30], sample.y_test[:30], ""
+    )
+    network = Network([Flatten(), CountingDense(784, 10, rng=0)])
+    CountingDense.calls.clear()
+    recorder = Recorder(
+        tmp_path / "run", sample.x_test[:16], sample.y_test[:16], schedule=RecordSchedule(every=1)
+    )
+    Trainer(network, SGD(network, 0.1), batch_size=40, progress=False, callbacks=[recorder]).fit(
+        data, epochs=1
+    )
+    probe_calls = [thread for thread, rows in CountingDense.calls if rows == 16]
+    assert len(probe_calls) == 3 and set(probe_calls) == {"labkit-recorder"}
+    assert 16 not in {rows for thread, rows in CountingDense.calls if thread != "labkit-recorder"}
+    run = open_run(tmp_path / "run")
+    weights = run.array("params/01-CountingDense/weights", len(run.steps) - 1)
+    np.testing.assert_array_equal(weights, network.layers[1].params["weights"])
+    expected = sample.x_test[:16].reshape(16, -1) @ weights.T + network.layers[1].params["bias"]
+    np.testing.assert_allclose(
+        run.array("features/01-CountingDense", len(run.steps) - 1), expected, rtol=2e-3, atol=2e-3
+    )
