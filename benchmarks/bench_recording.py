@@ -3,8 +3,8 @@
     python benchmarks/bench_recording.py --data auto|PATH/mnist.npz [--epochs 5] [--repeats 2]
 
 Two trainers of the same network from the same seed, one recorded (default settings:
-every 100 steps, denser at the start), take turns in one process: each runs a block of
-``--block`` steps while the other waits, so a slow minute of a shared machine slows
+every 100 steps, denser at the start), take turns in one process: each runs one record
+period (100 steps) while the other waits, so a slow minute of a shared machine slows
 both alike (whole runs alternated one after the other differed by ±10% on their own).
 A recorded block holds its record step in its middle, and before handing over it waits
 for the recorder's writer thread to finish what it was given: the writer's work is
@@ -60,14 +60,18 @@ class Turns:
 
 
 class TakeTurns(Callback):
-    """Hands the baton over at step ``offset`` and every ``block`` steps after it; a
-    recorded trainer first waits for its recorder's writer to catch up."""
+    """Hands the baton over halfway between two of ``schedule``'s regular records (they
+    fall on multiples of its period, the turn's length); a recorded trainer first waits
+    for its recorder's writer to catch up."""
 
-    def __init__(self, turns: Turns, who: int, offset: int, recorder: Recorder | None) -> None:
-        self.turns, self.who, self.offset, self.recorder = turns, who, offset, recorder
+    def __init__(
+        self, turns: Turns, who: int, schedule: RecordSchedule, recorder: Recorder | None
+    ) -> None:
+        self.turns, self.who, self.recorder = turns, who, recorder
+        self.offset = schedule.every // 2
         # the first turn takes in the dense records of the first steps and the steps in
         # which the writer catches up with them, as it does in a run
-        self.first = RecordSchedule().dense_until
+        self.first = schedule.dense_until
 
     def on_train_begin(self, trainer: Trainer) -> None:
         self.since = self.turns.wait_for(self.who)
@@ -79,26 +83,23 @@ class TakeTurns(Callback):
             self.since = self.turns.wait_for(self.who)
 
     def drain(self) -> None:
-        if self.recorder is not None and self.recorder.writer is not None:
-            done = threading.Event()
-            self.recorder._submit(done.set)  # the writer runs jobs in order
-            done.wait()
+        if self.recorder is not None:
+            self.recorder.flush()
 
     def finish(self) -> None:
         self.turns.hand_over(self.who, self.since, last=True)
 
 
-def interleaved(data, epochs: int, block: int, run_path: Path) -> tuple[float, float, int]:
+def interleaved(data, epochs: int, run_path: Path) -> tuple[float, float, int]:
     """Seconds of the unrecorded and of the recorded trainer, and the records written."""
-    turns = Turns(block)
     probes = choose_probes(data.y_test)
     recorder = Recorder(run_path, data.x_test[probes], data.y_test[probes])
-    # records fall on multiples of the schedule's period: hand over halfway between them
-    offset = RecordSchedule().every // 2
+    schedule = recorder.schedule
+    turns = Turns(schedule.every)
 
     def train(who: int, recorder: Recorder | None) -> None:
         network = lenet(seed=0)
-        baton = TakeTurns(turns, who, offset, recorder)
+        baton = TakeTurns(turns, who, schedule, recorder)
         callbacks = [recorder, baton] if recorder is not None else [baton]
         trainer = Trainer(
             network, Adam(network), batch_size=BATCH, seed=0, callbacks=callbacks, progress=False
@@ -137,7 +138,6 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("LABKIT_DATA", "auto"))
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--block", type=int, default=RecordSchedule().every, help="steps a turn")
     args = parser.parse_args()
     data = load_mnist(args.data)
     scratch = Path(tempfile.mkdtemp(prefix="labkit-bench-"))
@@ -149,7 +149,7 @@ def main() -> None:
     try:
         for repeat in range(args.repeats):
             path = scratch / f"run{repeat}"
-            plain, recorded, records = interleaved(data, args.epochs, args.block, path)
+            plain, recorded, records = interleaved(data, args.epochs, path)
             ratios.append(recorded / plain)
             per_record.append((recorded - plain) / records * 1e3)
             print(

@@ -155,28 +155,17 @@ def probe_backward(
     through ``network``, whose last forward was the probes': the gradient arriving at the
     input, then at each layer's output, in layer order.
 
-    The layers' ``grads`` are put back as they were (the same arrays, their contents
-    restored), so a layer that accumulates them trains as it would unrecorded.
+    The layers' ``grads`` are overwritten: the Recorder passes its own copy of the
+    network, never the one being trained.
     """
     flat = logits.reshape(len(logits), -1)
     targets = np.eye(flat.shape[1], dtype=flat.dtype)[labels]
     # the loss's derivative averages over the batch: times N, each probe's own gradient
     grad = (loss.prime(targets, flat) * len(flat)).astype(logits.dtype).reshape(logits.shape)
-    saved = [
-        (layer.grads, dict(layer.grads), [v.copy() for v in layer.grads.values()])
-        for layer in network.layers
-    ]
     arriving = []
-    try:
-        for layer in reversed(network.layers):
-            arriving.append(np.array(grad))
-            grad = layer.backward(grad)
-    finally:
-        for grads, entries, contents in saved:
-            grads.clear()
-            grads.update(entries)
-            for value, content in zip(entries.values(), contents, strict=True):
-                value[...] = content
+    for layer in reversed(network.layers):
+        arriving.append(np.array(grad))
+        grad = layer.backward(grad)
     return [np.asarray(grad), *reversed(arriving)]
 
 
@@ -387,6 +376,13 @@ class Recorder(Callback):
                 self.close("failed")
         elif self.finish:
             self.close("interrupted" if result.interrupted else "completed")
+
+    def flush(self) -> None:
+        """Wait until the writer thread has written every record handed to it so far."""
+        if self.writer is not None:
+            written = threading.Event()
+            self._submit(written.set)  # the writer runs its jobs in order
+            written.wait()
 
     def close(self, status: str) -> None:
         """Detach hooks, flush metrics and close the run with ``status`` (idempotent)."""

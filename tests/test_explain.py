@@ -20,7 +20,7 @@ from labkit.losses import softmax_cross_entropy_prime
 from labkit.models import lenet, tutorial
 from labkit.network import Network
 from labkit.optim import Adam
-from labkit.recorder import Recorder, RecordSchedule, choose_probes, probe_backward
+from labkit.recorder import Recorder, RecordSchedule, choose_probes
 from labkit.recording import decode_gradients, encode_gradients, open_recording
 from labkit.runs.format import MANIFEST
 from labkit.train import Trainer
@@ -217,25 +217,6 @@ def test_the_formula_shows_a_wrong_recorded_input_gradient(mutant_runs):
     model = with_layers(None, [ConvNoKernelFlip])
     explained = E.explain_layer(recording, 3, 0, int(recording.steps[-1]), model)
     assert explained.agreement > 0.1
-
-
-def test_probe_backward_leaves_the_layers_grads_as_they_were():
-    network = lenet(seed=0)
-    x = load_mnist("sample").x_train[:4]
-    network.forward(x)
-    network.backward(np.ones((4, 10), np.float32))
-    before = {
-        (i, k): (v, v.copy())
-        for i, layer in enumerate(network.layers)
-        for k, v in layer.grads.items()
-    }
-    logits = network.forward(x[:2])
-    from labkit.losses import LOSSES
-
-    gradients = probe_backward(network, logits, np.array([3, 1]), LOSSES["softmax_cross_entropy"])
-    assert len(gradients) == len(network.layers) + 1 and gradients[0].shape == (2, 1, 28, 28)
-    for (i, k), (array, content) in before.items():
-        assert network.layers[i].grads[k] is array and np.array_equal(array, content)
 
 
 def test_an_older_run_and_bad_input_are_one_line_errors(runs, tmp_path):

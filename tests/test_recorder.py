@@ -32,7 +32,7 @@ from labkit.recorder import (
 )
 from labkit.recording import Recording
 from labkit.runs import open_run
-from labkit.train import Trainer
+from labkit.train import Callback, Trainer
 
 
 def test_schedule_is_dense_at_the_start_then_every_n_and_always_the_last_step():
@@ -414,3 +414,22 @@ def test_the_probes_pass_through_the_recorders_copy_of_the_network_not_the_train
     np.testing.assert_allclose(
         run.array("features/01-CountingDense", len(run.steps) - 1), expected, rtol=2e-3, atol=2e-3
     )
+
+
+def test_flush_waits_until_every_record_handed_over_is_written(tmp_path):
+    sample = load_mnist("sample")
+    data = MNIST(
+        sample.x_train[:96], sample.y_train[:96], sample.x_test[:20], sample.y_test[:20], ""
+    )
+    network = lenet(seed=0)
+    recorder = Recorder(tmp_path / "run", sample.x_test[:16], sample.y_test[:16])
+    seen = []
+
+    class ReadTheLiveRun(Callback):
+        def on_step_end(self, trainer, step, logs):
+            recorder.flush()
+            seen.append(list(open_run(tmp_path / "run").steps))
+
+    callbacks = [recorder, ReadTheLiveRun()]
+    Trainer(network, Adam(network), batch_size=32, progress=False, callbacks=callbacks).fit(data, 1)
+    assert seen == [[1], [1, 2], [1, 2, 3]]
