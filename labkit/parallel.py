@@ -16,6 +16,10 @@ Hooks still see the whole batch: the replicas' layers record each slice's values
 once the slices are done the network's own hooks are called with them joined. So a
 hook observes a split step (recording never changes what is trained), but it runs after
 the slices, not between two layers: a hook that changed arrays would change nothing.
+
+Background work that computes while training goes on (the recorder's writer thread)
+borrows a core with :func:`lend_core`; split steps then run the same slices on fewer
+threads, so the numbers stay the same and no step waits for a descheduled thread.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ MIN_SLICE = 16  # samples per thread below which splitting a batch loses time (m
 _pools: dict[int, ThreadPoolExecutor] = {}
 _blas: ThreadpoolController | None = None  # built on first use: it scans loaded libraries
 _held = threading.local()  # per thread: how many single_threaded_blas contexts it is in
+_lent = 0  # cores lent to background work (see lend_core); split steps leave them be
+_lent_lock = threading.Lock()
 
 
 def available_cores() -> int:
@@ -95,6 +101,32 @@ def step_blas() -> contextlib.AbstractContextManager:
     thread, and the step is 1.8-7x slower.
     """
     return single_threaded_blas()
+
+
+@contextlib.contextmanager
+def lend_core() -> Iterator[None]:
+    """Lend one core to the calling (background) thread while the context lasts: split
+    steps meanwhile run their slices on fewer threads, in the same order.
+
+    The recorder's writer thread computes and compresses a record while training goes
+    on; as a third busy thread on two cores it would deschedule one of a split step's
+    threads, and the other would wait for it at the join. Running the same slices one
+    after the other costs less (the slices' threads mostly wait on each other for the
+    GIL) and gives the same numbers: each slice is computed alike on any thread.
+    """
+    global _lent
+    with _lent_lock:
+        _lent += 1
+    try:
+        yield
+    finally:
+        with _lent_lock:
+            _lent -= 1
+
+
+def lent_cores() -> int:
+    """How many cores background work has borrowed with :func:`lend_core` right now."""
+    return _lent
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -222,14 +254,30 @@ class DataParallel:
         return self._replicas[:count]
 
     def _map(self, fn: Callable, replicas: Sequence[Network], parts: Sequence[slice]) -> list:
-        """``fn(replica, part)`` for every slice: the first on this thread, the rest pooled."""
-        pool = _pool(self.threads - 1)
-        futures = [pool.submit(fn, r, p) for r, p in zip(replicas[1:], parts[1:], strict=True)]
+        """``fn(replica, part)`` for every slice, in order: the first group of slices on
+        this thread, the others pooled; fewer threads than slices while cores are lent
+        (:func:`lend_core`). Which thread computes a slice never changes its numbers."""
+        jobs = list(zip(replicas, parts, strict=True))
+        threads = len(jobs)
+        if _lent:  # leave the lent cores free (a thread per slice otherwise, as asked)
+            threads = max(1, min(threads, available_cores() - _lent))
+
+        def run(group: Sequence[tuple[Network, slice]]) -> list:
+            return [fn(replica, part) for replica, part in group]
+
+        if threads == 1:
+            return run(jobs)
+        groups = [jobs[start::threads] for start in range(threads)]
+        futures = [_pool(self.threads - 1).submit(run, group) for group in groups[1:]]
         try:
-            first = fn(replicas[0], parts[0])
+            done = [run(groups[0])]
         finally:  # every replica idle before anything is raised: the next step reuses them
             concurrent.futures.wait(futures)
-        return [first] + [future.result() for future in futures]
+        done += [future.result() for future in futures]
+        results: list = [None] * len(jobs)
+        for start, group_results in enumerate(done):
+            results[start::threads] = group_results
+        return results
 
 
 def replicate(network: Network) -> Network:

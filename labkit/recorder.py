@@ -5,7 +5,10 @@ backward hooks to every layer for that one step (so other steps pay nothing), co
 what the hooks saw and the weights, and hands them to a writer thread of its own. That
 thread computes the record (the statistics, the probes' passes through the recorder's
 own copy of the network) and writes it to the run store (:mod:`labkit.runs`) in the
-layout that :mod:`labkit.recording` defines, while training goes on:
+layout that :mod:`labkit.recording` defines, while training goes on. While it works it
+borrows a core (:func:`labkit.parallel.lend_core`): split steps run their slices on the
+cores left meanwhile, the same numbers, and none waits for a thread the writer displaced.
+What a record holds:
 
 - per layer, statistics of its output (activation) and of the gradient arriving at its
   output: ``STATS_FIELDS``, over the whole batch, and a histogram over fixed sign-log
@@ -37,6 +40,7 @@ from labkit.layers import Sigmoid, Tanh, softmax
 from labkit.losses import Loss
 from labkit.network import Network, layer_key
 from labkit.options import RECORD_EVERY
+from labkit.parallel import lend_core
 from labkit.recording import (
     BACKWARD_SCALE,
     HIST,
@@ -252,7 +256,8 @@ class Recorder(Callback):
                 return
             if self._failure is None:
                 try:
-                    job()
+                    with lend_core():
+                        job()
                 except BaseException as exc:  # reported to the training thread
                     self._failure = exc
 

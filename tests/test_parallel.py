@@ -9,13 +9,20 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from labkit import hooks
+from labkit import hooks, parallel
 from labkit.data import MNIST, load_mnist, one_hot
-from labkit.layers import ReLU
+from labkit.layers import Dense, Flatten, ReLU
 from labkit.losses import softmax_cross_entropy_prime
 from labkit.models import lenet, tutorial
+from labkit.network import Network
 from labkit.optim import Adam
-from labkit.parallel import MIN_SLICE, DataParallel, single_threaded_blas, step_blas
+from labkit.parallel import (
+    MIN_SLICE,
+    DataParallel,
+    lend_core,
+    single_threaded_blas,
+    step_blas,
+)
 from labkit.train import Trainer
 
 
@@ -214,6 +221,59 @@ def test_a_failing_middle_slice_waits_for_the_later_ones():
     with pytest.raises(RuntimeError, match="slice 1 failed"):
         runner._map(work, replicas, parts)
     assert sorted(p.start for p in finished) == [parts[0].start, parts[2].start]
+
+
+class ThreadNotingDense(Dense):
+    """A user's replicable dense layer that notes which thread ran each slice's forward."""
+
+    replicable = True
+    seen: list[tuple[str, int]] = []
+
+    def forward(self, input):
+        ThreadNotingDense.seen.append((threading.current_thread().name, len(input)))
+        return super().forward(input)
+
+
+@pytest.mark.parametrize("cores, slices, threads_while_lent", [(2, 2, 1), (3, 3, 2), (2, 3, 1)])
+def test_a_lent_core_runs_the_same_slices_on_fewer_threads_with_the_same_numbers(
+    monkeypatch, cores, slices, threads_while_lent
+):
+    """While background work borrows a core, the slices run on the cores left, the
+    results come back in slice order, and every number is the same to the bit."""
+    monkeypatch.setattr(parallel, "available_cores", lambda: cores)
+    network = Network([Flatten(), ThreadNotingDense(784, 10, rng=0)])
+    runner = DataParallel(network, slices)
+    x, y = batch(slices * MIN_SLICE + 5, dtype=np.float32)
+
+    def step() -> tuple[np.ndarray, dict, set[str]]:
+        ThreadNotingDense.seen.clear()
+        output = runner.forward_backward(x, lambda out: softmax_cross_entropy_prime(y, out))
+        grads = {name: grad.copy() for name, grad in network.layers[1].grads.items()}
+        assert sorted(rows for _, rows in ThreadNotingDense.seen) == sorted(
+            part.stop - part.start for part in runner._split(len(x), slices)[0]
+        )
+        return output, grads, {thread for thread, _ in ThreadNotingDense.seen}
+
+    output, grads, threads = step()
+    assert len(threads) >= 2  # (a pool thread may take two slices in turn)
+    with lend_core():
+        lent_output, lent_grads, lent_threads = step()
+    assert threading.current_thread().name in lent_threads
+    assert len(lent_threads) <= threads_while_lent
+    np.testing.assert_array_equal(lent_output, output)
+    for name, grad in grads.items():
+        np.testing.assert_array_equal(lent_grads[name], grad, err_msg=name)
+    assert len(step()[2]) >= 2  # the core is back once the context ends
+
+
+def test_lent_cores_are_given_back_when_the_borrower_fails(monkeypatch):
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    with pytest.raises(RuntimeError, match="writer failed"), lend_core(), lend_core():
+        raise RuntimeError("writer failed")
+    network = Network([Flatten(), ThreadNotingDense(784, 10, rng=0)])
+    ThreadNotingDense.seen.clear()
+    DataParallel(network, 2).forward(batch(2 * MIN_SLICE)[0].astype(np.float32))
+    assert len({thread for thread, _ in ThreadNotingDense.seen}) == 2
 
 
 def blas_threads_now() -> set[int]:

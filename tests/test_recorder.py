@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labkit import parallel
 from labkit.cli import main
 from labkit.data import MNIST, load_mnist
 from labkit.errors import LabkitError
@@ -414,6 +415,31 @@ def test_the_probes_pass_through_the_recorders_copy_of_the_network_not_the_train
     np.testing.assert_allclose(
         run.array("features/01-CountingDense", len(run.steps) - 1), expected, rtol=2e-3, atol=2e-3
     )
+
+
+def test_the_writer_borrows_a_core_while_it_computes_a_record(tmp_path, monkeypatch):
+    """Split steps leave it that core meanwhile (labkit.parallel.lend_core)."""
+    sample = load_mnist("sample")
+    data = MNIST(
+        sample.x_train[:96], sample.y_train[:96], sample.x_test[:30], sample.y_test[:30], ""
+    )
+    lent: list[tuple[str, int]] = []
+    compute = Recorder._record
+
+    def noting(self, snapshot):
+        lent.append((threading.current_thread().name, parallel.lent_cores()))
+        return compute(self, snapshot)
+
+    monkeypatch.setattr(Recorder, "_record", noting)
+    recorder = Recorder(
+        tmp_path / "run", sample.x_test[:16], sample.y_test[:16], schedule=RecordSchedule(every=1)
+    )
+    network = lenet()
+    Trainer(network, Adam(network), batch_size=32, progress=False, callbacks=[recorder]).fit(
+        data, epochs=1
+    )
+    assert lent == [("labkit-recorder", 1)] * 3
+    assert parallel.lent_cores() == 0  # given back
 
 
 def test_flush_waits_until_every_record_handed_over_is_written(tmp_path):
