@@ -68,6 +68,30 @@ def test_histogram_counts_a_strided_sample_and_clips_outliers():
     assert histogram(big).sum() == HIST_SAMPLES
 
 
+def test_histogram_puts_every_value_in_the_bin_the_edges_say():
+    """Against the rule value by value: edges[i] <= v < edges[i+1], the last bin closed,
+    values outside the edges (and NaN) clipped into the end bins; exact edges included."""
+    rng = np.random.default_rng(4)
+    values = np.concatenate(
+        [
+            np.sign(rng.standard_normal(3000)) * 10.0 ** rng.uniform(-8, 3, 3000),
+            HIST_EDGES,
+            np.nextafter(HIST_EDGES, -np.inf),
+            [0.0, -0.0, np.inf, -np.inf, np.nan],
+        ]
+    ).astype(np.float32)
+    expected = np.zeros(len(HIST_EDGES) - 1, dtype=np.int64)
+    for value in values.astype(np.float64):
+        inside = np.flatnonzero((HIST_EDGES[:-1] <= value) & (value < HIST_EDGES[1:]))
+        if len(inside):
+            expected[inside[0]] += 1
+        elif value < HIST_EDGES[0]:
+            expected[0] += 1
+        else:  # at or above the last edge, or NaN
+            expected[-1] += 1
+    np.testing.assert_array_equal(histogram(values), expected)
+
+
 def test_probes_cover_every_class_and_are_fixed_by_the_seed():
     labels = np.random.default_rng(1).integers(0, 10, 500)
     probes = choose_probes(labels, seed=3)

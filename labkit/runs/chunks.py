@@ -25,7 +25,7 @@ _ZSTD = Zstd(level=RECORD_ZSTD_LEVEL)  # what the arrays' ZstdCodec runs
 def encode_row(value: np.ndarray) -> bytes:
     """One record of a record array as the bytes of its chunk file."""
     little = value.astype(value.dtype.newbyteorder("<"), copy=False)
-    return _ZSTD.encode(np.ascontiguousarray(little).tobytes())
+    return _ZSTD.encode(np.ascontiguousarray(little))  # its buffer: no copy to bytes
 
 
 def decode_row(data: bytes, shape: tuple[int, ...], dtype) -> np.ndarray:
