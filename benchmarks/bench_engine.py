@@ -1,19 +1,23 @@
-"""Throughput of labkit's ``lenet`` against the same network in TensorFlow/Keras.
+"""Throughput of labkit's ``lenet`` against the same network in TensorFlow/Keras and
+PyTorch (CPU eager, where torch is installed).
 
-One process, float32, the same number of threads for both frameworks, steady state
-after warm-up. Measures:
+One process, float32, the same number of threads for every framework, steady state
+after warm-up, the contenders' blocks alternated. Measures:
 
 1. training images/s: labkit (forward, softmax cross-entropy derivative, backward, Adam)
-   against Keras ``train_on_batch`` (the per-step comparison) and ``fit``;
-2. inference images/s: ``Network.predict`` against Keras ``predict`` and direct calls;
+   against Keras ``train_on_batch`` (the per-step comparison), Keras ``fit`` and a
+   PyTorch eager step (forward, cross-entropy, backward, Adam);
+2. inference images/s: ``Network.predict`` against Keras ``predict``, direct Keras
+   calls and PyTorch under ``inference_mode``;
 3. labkit against the tutorial's per-sample layers (``labkit.reference``), per step;
-4. a float32 GEMM as the machine's roofline, and lenet's training GFLOP/s against it.
+4. a float32 GEMM as the machine's roofline, and lenet's training GFLOP/s against it;
+5. the GEMMs' share of a serial step on one thread (``gemm_share.py``).
 
 Run from the repository root (``PYTHONPATH=.`` unless labkit is installed)::
 
     python benchmarks/bench_engine.py [--steps N] [--warmup N] [--json OUT] [--quick]
 
-TensorFlow is imported here only; ``import labkit`` never imports it.
+TensorFlow and torch are imported here only; ``import labkit`` never imports them.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ try:
     from labkit.train import Trainer
 except ModuleNotFoundError as exc:  # pragma: no cover - a usage error, not a bug
     sys.exit(f"bench_engine: {exc}; run from the repository root with PYTHONPATH=. ")
+import torch_lenet  # noqa: E402 - beside this script; works without torch installed
+from gemm_share import gemm_share  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist.npz"
@@ -85,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     parser.add_argument("--repeats", type=int, help="timed repeats, median reported (5)")
     parser.add_argument("--threads", type=int, help="threads for both frameworks (2)")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    parser.add_argument(
+        "--no-torch", action="store_true", help="leave PyTorch out even where it is installed"
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write results as JSON")
     parser.add_argument(
         "--data", help=f"MNIST .npz (default: $LABKIT_DATA, {DEFAULT_DATA}, else the sample)"
@@ -237,6 +246,7 @@ def machine_facts(tf: Any, keras: Any, config: Config) -> dict[str, Any]:
         "numpy": np.__version__,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "torch": torch_lenet.available(),
         "blas": "; ".join(blas) or "none found by threadpoolctl",
         "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -359,20 +369,26 @@ def bench_training(
     network: Network,
     optimizer: Adam,
     model: Any,
+    twin: tuple[Any, Any] | None,
     x: np.ndarray,
     y: np.ndarray,
     batch: int,
     config: Config,
 ) -> dict[str, Timing]:
-    """labkit steps vs ``train_on_batch`` (interleaved), then ``fit`` on an in-memory array."""
+    """labkit steps vs ``train_on_batch`` and the PyTorch twin's steps (``twin``: model
+    and optimizer, or None), interleaved; then Keras ``fit`` on an in-memory array."""
     ours, theirs = make_pools(x, y, batch)
     trainer = Trainer(network, optimizer, batch_size=batch, progress=False, threads=config.threads)
-    run_ours = labkit_steps(trainer, cycle(ours))
-    run_theirs = keras_steps(model, cycle(theirs))
-    run_ours(config.warmup)
-    run_theirs(config.warmup)
+    runs = {
+        "labkit": labkit_steps(trainer, cycle(ours)),
+        "keras": keras_steps(model, cycle(theirs)),
+    }
+    if twin is not None:
+        runs["torch"] = torch_lenet.steps(*twin, cycle(ours))
+    for run in runs.values():
+        run(config.warmup)
     seconds = time_interleaved(
-        {"labkit": lambda: run_ours(config.steps), "keras": lambda: run_theirs(config.steps)},
+        {name: (lambda run=run: run(config.steps)) for name, run in runs.items()},
         config.repeats,
     )
     images = config.steps * batch
@@ -393,9 +409,10 @@ def bench_training(
 
 
 def bench_inference(
-    network: Network, model: Any, x: np.ndarray, batch: int, config: Config
+    network: Network, model: Any, twin: Any, x: np.ndarray, batch: int, config: Config
 ) -> dict[str, Timing]:
-    """``Network.predict`` vs Keras ``predict`` vs ``model(x, training=False)`` per batch."""
+    """``Network.predict`` vs Keras ``predict``, ``model(x, training=False)`` per batch and
+    the PyTorch twin (``twin``, or None) under ``inference_mode``."""
     x_last = channels_last(x)
 
     def ours() -> np.ndarray:
@@ -412,6 +429,8 @@ def bench_inference(
         return np.concatenate(outs)
 
     blocks = {"labkit": ours, "keras_predict": keras_predict, "keras_call": keras_call}
+    if twin is not None:
+        blocks["torch"] = torch_lenet.predictor(twin, x, batch)
     for block in blocks.values():  # warm-up: tracing, first allocations
         block()
     seconds = time_interleaved(blocks, config.repeats)
@@ -519,14 +538,14 @@ def train_flop_per_image(network: Network) -> float:
 # --------------------------------------------------------------------------- report
 
 
-Row = tuple[str, int, Timing, Timing]  # what, batch, labkit, Keras
+Row = tuple[str, int, Timing, Timing]  # what (the peer), batch, labkit, the peer
 
 
 def markdown_table(rows: list[Row]) -> str:
     """The comparison table; spread is max/min over the timed repeats (1.00 = no noise)."""
     lines = [
-        "| what | batch | labkit img/s | Keras img/s | ratio (labkit/Keras) "
-        "| spread labkit, Keras |",
+        "| what (peer) | batch | labkit img/s | peer img/s | ratio (labkit/peer) "
+        "| spread labkit, peer |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for what, batch, ours, theirs in rows:
@@ -544,11 +563,15 @@ def comparison_rows(results: dict[str, Any]) -> list[Row]:
     for batch in BATCHES:
         t = results["training"][batch]
         rows.append(("train step (Keras train_on_batch)", batch, t["labkit"], t["keras"]))
+        if "torch" in t:
+            rows.append(("train step (PyTorch eager)", batch, t["labkit"], t["torch"]))
         rows.append(("train (Keras fit, in-memory array)", batch, t["labkit"], t["keras_fit"]))
     for batch in BATCHES:
         t = results["inference"][batch]
         rows.append(("inference (Keras predict)", batch, t["labkit"], t["keras_predict"]))
         rows.append(("inference (Keras model(x) per batch)", batch, t["labkit"], t["keras_call"]))
+        if "torch" in t:
+            rows.append(("inference (PyTorch, inference_mode)", batch, t["labkit"], t["torch"]))
     return rows
 
 
@@ -576,15 +599,25 @@ def report(results: dict[str, Any], network: Network) -> str:
     for batch in BATCHES:
         t = results["training"][batch]
         parts = []
-        for name, label in (("labkit", "labkit"), ("keras", "Keras train_on_batch")):
+        labels = (("labkit", "labkit"), ("keras", "Keras train_on_batch"), ("torch", "PyTorch"))
+        for name, label in labels:
+            if name not in t:
+                continue
             gflops = flop * t[name].images_per_second / 1e9
             parts.append(f"{label} {gflops:.2f} GFLOP/s = {gflops / gemm['gflops']:.0%} of GEMM")
         lines.append(f"- lenet training at batch {batch}: " + "; ".join(parts))
+    for share in results["gemm_share"]:
+        lines.append(
+            f"- GEMMs' share of a serial step on one thread at batch {share['batch']}: "
+            f"{share['gemm_ms']:.2f} of {share['step_ms']:.2f} ms = {share['share']:.0%} "
+            "(the step's GEMMs replayed alone; the rest is elementwise work and Python)"
+        )
     m = results["machine"]
     lines.append(
         f"- machine: {m['cpu_count']} CPUs ({m['cpus_usable']} usable), {m['cpu_model']}; "
         f"Python {m['python']}, NumPy {m['numpy']}, TensorFlow {m['tensorflow']}, "
-        f"Keras {m['keras']}; BLAS: {m['blas']}; TF intra-op {m['tf_intra_op_threads']}, "
+        f"Keras {m['keras']}, PyTorch {m['torch'] or 'not installed'}; BLAS: {m['blas']}; "
+        f"TF intra-op {m['tf_intra_op_threads']}, "
         f"inter-op {m['tf_inter_op_threads']}; load average "
         f"{results['load_before'][0]:.2f} before, {results['load_after'][0]:.2f} after "
         f"(1-minute); Keras jit_compile={results['keras_jit_compile']}; data: {results['data']}"
@@ -621,6 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     config, args = parse_args(argv)
     tf, keras = setup_tensorflow(config.threads)  # before any TF op
+    if args.no_torch:
+        torch_lenet.torch = None
+    elif torch_lenet.available():
+        torch_lenet.setup(config.threads)  # before any torch op
+    else:
+        log("PyTorch is not installed: its rows are left out (pip install torch==2.13.0)")
     load_before = os.getloadavg()
     with threadpool_limits(limits=config.threads, user_api="blas"):
         results = run_all(config, args, tf, keras)
@@ -651,23 +690,36 @@ def run_all(config: Config, args: argparse.Namespace, tf: Any, keras: Any) -> di
     model.set_weights(keras_weights(network))
     results["logits_max_abs_diff"] = check_same_logits(network, model, x[:32])
     results["keras_jit_compile"] = bool(getattr(model, "jit_compile", False))
+    twin = None
+    if torch_lenet.available():
+        twin = torch_lenet.build(network)
+        diff = max_abs_diff(torch_lenet.logits(twin[0], x[:32]), network.forward(x[:32]))
+        log(f"logits check labkit vs PyTorch on 32 images: max |diff| = {diff:.2e}")
+        if diff > 1e-4:
+            sys.exit("bench_engine: the PyTorch twin does not compute labkit's function")
     results["reference"] = bench_reference(network, x, y, config)  # before training moves weights
 
     optimizer = Adam(network, lr=1e-3)
     results["training"], results["inference"] = {}, {}
     for batch in BATCHES:
         log(f"training, batch {batch}:")
-        timings = bench_training(network, optimizer, model, x, y, batch, config)
+        timings = bench_training(network, optimizer, model, twin, x, y, batch, config)
         for name, timing in timings.items():
             log(describe(name, timing))
         results["training"][batch] = timings
     for batch in BATCHES:
         log(f"inference on {config.inference_images} images, batch {batch}:")
-        timings = bench_inference(network, model, x[: config.inference_images], batch, config)
+        timings = bench_inference(
+            network, model, twin and twin[0], x[: config.inference_images], batch, config
+        )
         for name, timing in timings.items():
             log(describe(name, timing))
         results["inference"][batch] = timings
     results["gemm"] = bench_gemm(config)
+    results["gemm_share"] = [
+        gemm_share(lenet(seed=config.seed), x[:batch], y[:batch], config.repeats)
+        for batch in BATCHES
+    ]
     return results
 
 
