@@ -230,7 +230,7 @@ def channels_last(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
-def machine_facts(tf: Any, keras: Any, config: Config) -> dict[str, Any]:
+def machine_facts(tf: Any, keras: Any, torch: str | None, config: Config) -> dict[str, Any]:
     """CPU, library versions and the thread counts actually in force."""
     blas = [
         f"{i['internal_api']} {i.get('version')} ({i.get('architecture')}), "
@@ -246,7 +246,7 @@ def machine_facts(tf: Any, keras: Any, config: Config) -> dict[str, Any]:
         "numpy": np.__version__,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "torch": torch_lenet.available(),
+        "torch": torch,  # its version where it is compared
         "blas": "; ".join(blas) or "none found by threadpoolctl",
         "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -616,7 +616,7 @@ def report(results: dict[str, Any], network: Network) -> str:
     lines.append(
         f"- machine: {m['cpu_count']} CPUs ({m['cpus_usable']} usable), {m['cpu_model']}; "
         f"Python {m['python']}, NumPy {m['numpy']}, TensorFlow {m['tensorflow']}, "
-        f"Keras {m['keras']}, PyTorch {m['torch'] or 'not installed'}; BLAS: {m['blas']}; "
+        f"Keras {m['keras']}, PyTorch {m['torch'] or 'not compared'}; BLAS: {m['blas']}; "
         f"TF intra-op {m['tf_intra_op_threads']}, "
         f"inter-op {m['tf_inter_op_threads']}; load average "
         f"{results['load_before'][0]:.2f} before, {results['load_after'][0]:.2f} after "
@@ -654,11 +654,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     config, args = parse_args(argv)
     tf, keras = setup_tensorflow(config.threads)  # before any TF op
-    if args.no_torch:
-        torch_lenet.torch = None
-    elif torch_lenet.available():
+    args.torch = None if args.no_torch else torch_lenet.available()  # its version, or None
+    if args.torch:
         torch_lenet.setup(config.threads)  # before any torch op
-    else:
+    elif not args.no_torch:
         log("PyTorch is not installed: its rows are left out (pip install torch==2.13.0)")
     load_before = os.getloadavg()
     with threadpool_limits(limits=config.threads, user_api="blas"):
@@ -678,7 +677,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_all(config: Config, args: argparse.Namespace, tf: Any, keras: Any) -> dict[str, Any]:
     """Every measurement, in order; returns the raw results."""
-    results: dict[str, Any] = {"machine": machine_facts(tf, keras, config), "steps": config.steps}
+    machine = machine_facts(tf, keras, args.torch, config)
+    results: dict[str, Any] = {"machine": machine, "steps": config.steps}
     need = max(max(BATCHES) * max(POOL_BATCHES, config.steps), config.inference_images)
     x, y, source = load_images(data_source(args.data), need)
     results["data"] = source
@@ -691,7 +691,7 @@ def run_all(config: Config, args: argparse.Namespace, tf: Any, keras: Any) -> di
     results["logits_max_abs_diff"] = check_same_logits(network, model, x[:32])
     results["keras_jit_compile"] = bool(getattr(model, "jit_compile", False))
     twin = None
-    if torch_lenet.available():
+    if args.torch:
         twin = torch_lenet.build(network)
         diff = max_abs_diff(torch_lenet.logits(twin[0], x[:32]), network.forward(x[:32]))
         log(f"logits check labkit vs PyTorch on 32 images: max |diff| = {diff:.2e}")
