@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -22,18 +23,30 @@ from labkit.network import Network, read_weights
 from labkit.usercode import load_model, load_network
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TEMP = Path(tempfile.gettempdir()).resolve()  # where tmp_path puts a test's own files
 LEAKY = f"{EXAMPLES / 'leaky_net.py'}:build"
 QUICK = ["--epochs", "1", "--no-progress", "--record-every", "20"]
 
 
 @pytest.fixture(autouse=True)
 def _forget_user_modules():
-    """--model imports the users' files into sys.modules: drop them after each test."""
+    """--model imports the users' files into sys.modules: drop them after each test (and
+    only them: a library's submodule imported on first use, dropped, would be imported
+    anew beside the old one's objects, as matplotlib 3.11's Artist checks then show)."""
     before = set(sys.modules)
     yield
     for name in set(sys.modules) - before:
-        if not name.startswith(("labkit", "dashboards")):
+        if _is_a_users_file(sys.modules[name]):
             del sys.modules[name]
+
+
+def _is_a_users_file(module) -> bool:
+    """Whether ``module`` was imported from a user's file: the examples or a test's tmp_path."""
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return False
+    path = Path(file).resolve()
+    return path.is_relative_to(EXAMPLES) or path.is_relative_to(TEMP)
 
 
 def one_line_error(capsys, code) -> str:
