@@ -438,6 +438,32 @@ def test_a_folder_whose_writer_holds_the_lock_and_nothing_else_is_no_run(runs, c
         os.close(fd)
 
 
+def test_a_forked_child_does_not_hold_its_parents_writer_lock(tmp_path):
+    """A split step's worker is a forked child: if it kept the trainer's lock, a
+    killed trainer's run would read as still running while the worker lived."""
+    from labkit.runs.files import acquire_lock, release_lock, writer_alive
+
+    fd = acquire_lock(tmp_path)
+    read, write = os.pipe()
+    started_read, started_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child says it runs, waits until the parent has looked, leaves
+        os.write(started_write, b"x")
+        os.read(read, 1)
+        os._exit(0)
+    os.close(read)
+    os.read(started_read, 1)  # the fork hooks have run in the child
+    os.close(started_read)
+    os.close(started_write)
+    try:
+        release_lock(fd)
+        assert not writer_alive(tmp_path)  # only the child could hold it now
+    finally:
+        os.write(write, b"x")
+        os.close(write)
+        os.waitpid(child, 0)
+
+
 def test_a_writer_that_died_while_creating_leaves_a_crashed_run(runs):
     path = runs / "b-bad"
     edit_manifest(path, lambda m: m.update(status="running", consolidated={}, records=0))

@@ -3,6 +3,7 @@ fsync come from :mod:`labkit.atomic`, re-exported here)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -15,6 +16,7 @@ from labkit.runs.format import LOCK
 
 __all__ = [
     "acquire_lock",
+    "release_lock",
     "atomic_write",
     "dir_size",
     "fsync_dir",
@@ -65,6 +67,29 @@ def writer_alive(run_path: str | os.PathLike) -> bool:
         os.close(fd)
 
 
+_held_locks: set[int] = set()  # this process's writer-lock fds (see _not_in_a_forked_child)
+
+
+def _not_in_a_forked_child() -> None:
+    """A forked child (a split step's worker process) closes its copies of the writer
+    locks: a lock held by a child outliving its trainer would keep a killed run from
+    reading as crashed."""
+    for fd in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_not_in_a_forked_child)
+
+
+def release_lock(fd: int) -> None:
+    """Give back a lock :func:`acquire_lock` took (closing its fd)."""
+    _held_locks.discard(fd)
+    os.close(fd)
+
+
 def acquire_lock(run_path: Path) -> int:
     """Take the writer lock, writing our pid into it; LabkitError if a live process has it."""
     lock_path = run_path / LOCK
@@ -84,6 +109,7 @@ def acquire_lock(run_path: Path) -> int:
             ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held_locks.add(fd)
     return fd
 
 

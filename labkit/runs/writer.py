@@ -29,6 +29,7 @@ from labkit.runs.files import (
     fsync_dir,
     lock_pid,
     now_iso,
+    release_lock,
     write_all,
     writer_alive,
 )
@@ -181,7 +182,7 @@ class RunWriter:
             group = cls._build(path, capacity, specs, statics, document)
             return cls(path, lock_fd, group, specs, document)
         except BaseException as exc:
-            os.close(lock_fd)
+            release_lock(lock_fd)
             if isinstance(exc, OSError):
                 raise LabkitError(f"{path}: cannot create the run ({one_line(exc)})") from None
             raise
@@ -363,9 +364,11 @@ class RunWriter:
             )
         finally:
             self.closed = True
-            for fd in (self._records_fd, self._metrics_fd, self._lock_fd):
+            for fd in (self._records_fd, self._metrics_fd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            with contextlib.suppress(OSError):
+                release_lock(self._lock_fd)
 
     def _consolidate(self) -> dict[str, int]:
         """Copy each small record array's committed rows into one chunk, for whole-run reads.
