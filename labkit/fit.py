@@ -25,9 +25,9 @@ from labkit.errors import LabkitError, one_line
 from labkit.network import Network
 from labkit.optim import OPTIMIZERS
 from labkit.options import DEFAULT_LR
-from labkit.parallel import thread_count
+from labkit.parallel import resolve_split, thread_count
 from labkit.recorder import Recorder, RecordSchedule, choose_probes
-from labkit.runs.files import acquire_lock
+from labkit.runs.files import acquire_lock, release_lock
 from labkit.runs.format import LOCK, MANIFEST
 from labkit.train import Callback, StopSignals, Trainer, TrainResult
 
@@ -88,6 +88,7 @@ def fit(
     batch_size: int = 32,
     seed: int = 0,
     threads: int | None = None,
+    split: str | None = None,
     record: bool = True,
     record_every: int = RecordSchedule.every,
     overwrite: bool = False,
@@ -100,8 +101,10 @@ def fit(
 
     ``data`` is a :class:`labkit.data.MNIST` or a source for :func:`load_mnist`; ``lr``
     defaults per optimizer (``DEFAULT_LR``); ``threads`` splits each batch (default every
-    core). ``model`` is the ``--model`` text that built the network, kept in the run and
-    the weights so readers know which code to pass. A folder that already holds trained
+    core), its slices run on worker processes or threads (``split``, default processes
+    where the platform can fork: the same numbers either way). ``model`` is the
+    ``--model`` text that built the network, kept in the run and the weights so readers
+    know which code to pass. A folder that already holds trained
     weights is refused unless ``overwrite``. Ctrl-C or SIGTERM stops at the end of a step,
     and what trained is saved (``interrupted``, ``signal``); a write that fails (a full
     disk, an unwritable folder) is one :class:`LabkitError` line naming the file.
@@ -126,6 +129,7 @@ def fit(
         "optimizer": optimizer,
         "seed": seed,
         "threads": thread_count(threads),  # with the seed it fixes the rounding
+        "split": resolve_split(split),  # the same rounding either way: for the record
         "data": data.source,
         "labkit_version": __version__,
     }
@@ -158,6 +162,7 @@ def fit(
         callbacks=all_callbacks,
         progress=progress,
         threads=threads,
+        split=split,
         stop=stop,
     )
     lock = None if record else claim_folder(out, overwrite)
@@ -177,7 +182,7 @@ def fit(
                 recorder.close("interrupted" if stop.requested else "completed")
     finally:
         if lock is not None:
-            os.close(lock)
+            release_lock(lock)
     result.interrupted = result.interrupted or stop.requested
     return FitResult(out, out / WEIGHTS, history, result, network, stop.received)
 
@@ -213,7 +218,7 @@ def claim_folder(out: Path, overwrite: bool) -> int:
     lock = acquire_lock(out)  # LabkitError when another process holds it
     if (out / MANIFEST).exists():
         if not overwrite:
-            os.close(lock)
+            release_lock(lock)
             raise LabkitError(f"{out}: a run already exists there (not overwriting it)")
         for entry in os.scandir(out):
             if entry.name == LOCK:

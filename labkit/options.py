@@ -10,4 +10,5 @@ MODEL_HELP = (
 )
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3}  # one per optimizer (labkit.optim)
 RECORD_EVERY = 100  # a recording's regular interval in steps (labkit.recorder.RecordSchedule)
+SPLITS = ("processes", "threads")  # what a split step's slices run on (labkit.parallel)
 ORACLES = ("tensorflow",)  # what a check may also compare with (labkit.checks)

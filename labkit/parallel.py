@@ -1,4 +1,5 @@
-"""Data parallelism: each batch split over threads, a replica of the layers per thread.
+"""Data parallelism: each batch split in slices, a replica of the layers per slice, the
+slices run on threads here or on worker processes (:mod:`labkit.processes`).
 
 BLAS spreads a GEMM over the cores, but the elementwise work (max-pool, ReLU, im2col
 copies) and the many small GEMMs of a convolution's backward run on one. NumPy releases
@@ -16,6 +17,11 @@ Hooks still see the whole batch: the replicas' layers record each slice's values
 once the slices are done the network's own hooks are called with them joined. So a
 hook observes a split step (recording never changes what is trained), but it runs after
 the slices, not between two layers: a hook that changed arrays would change nothing.
+
+Processes serve a step only where threads would wait on each other's GIL and nothing
+needs the replicas in this process: a step with hooks (a record step), a step while a
+core is lent, the first step of a new batch shape (it learns the output's shape) and a
+platform without ``fork`` run on threads. Both paths give the same sums to the bit.
 
 Background work that computes while training goes on (the recorder's writer thread)
 borrows a core with :func:`lend_core`; split steps then run the same slices on fewer
@@ -37,6 +43,8 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from labkit import hooks
+from labkit import processes as processes_module
+from labkit.options import SPLITS
 
 if TYPE_CHECKING:
     from labkit.network import Network
@@ -129,6 +137,18 @@ def lent_cores() -> int:
     return _lent
 
 
+def resolve_split(split: str | None) -> str:
+    """What a split step runs its slices on: ``split``, or by default processes where the
+    platform can fork them (:func:`labkit.processes.available`), else threads."""
+    if split is None:
+        return "processes" if processes_module.available() else "threads"
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "processes" and not processes_module.available():
+        return "threads"  # a platform without fork: the same numbers, on threads
+    return split
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
     """One long-lived pool per size: starting threads every step would cost more than it saves."""
     if workers not in _pools:
@@ -146,11 +166,26 @@ class DataParallel:
     :func:`step_blas` says.
     """
 
-    def __init__(self, network: Network, threads: int | None = None) -> None:
+    def __init__(
+        self, network: Network, threads: int | None = None, *, split: str | None = None
+    ) -> None:
         self.network = network
         self.threads = thread_count(threads)
+        # slices 1.. of a step without hooks on worker processes (labkit.processes)
+        self.processes = resolve_split(split) == "processes"
+        self._workers: processes_module.ProcessSlices | None = None
         self._replicas: list[Network] = []
         self._replicated: tuple[tuple[int, int], ...] = ()
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes' ids ([] when none run: a split on threads, or closed)."""
+        return [] if self._workers is None else self._workers.pids()
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (the next process step starts them again)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
     def slices(self, batch: int) -> int:
         """How many slices a batch of ``batch`` samples is cut into (1: run serially)."""
@@ -185,6 +220,17 @@ class DataParallel:
                 self.network.backward(output_gradient(output), input_gradient=False)
             return output
         parts, replicas = self._split(len(x), count)
+        if self._on_processes(x, parts):
+            try:
+                with step_blas():
+                    output, grads = processes_module.run_step(
+                        self._workers, replicas[0], x, parts, output_gradient
+                    )
+            except BaseException:
+                self.close()  # a failed or dead worker: the next step starts afresh
+                raise
+            self._sum_gradients(replicas[:1], grads)
+            return output
         with step_blas():
             output = self._forward_slices(x, replicas, parts)
             grad = output_gradient(output)  # the loss sees the whole batch, as serially
@@ -192,14 +238,43 @@ class DataParallel:
                 self._map(
                     lambda r, part: r.backward(grad[part], input_gradient=False), replicas, parts
                 )
+        self._sum_gradients(replicas, [])
+        self._replay("backward", backward_seen)  # with every layer's gradients in place
+        if self.processes and not any(map(hooks.has_hooks, self.network)):
+            self._start_workers(x, output, parts)
+        return output
+
+    def _sum_gradients(self, replicas: Sequence[Network], more: Sequence[dict]) -> None:
+        """Each parameter's gradient: the replicas' then ``more``'s (worker processes',
+        keyed (layer index, name)) added in slice order, into the first replica's array."""
         for index, layer in enumerate(self.network):
             for name in layer.params:
                 total, *others = (r.layers[index].grads[name] for r in replicas)
+                others += [grads[index, name] for grads in more]
                 for grad_part in others:
                     total += grad_part  # the replica's own fresh array
                 layer.grads[name] = total
-        self._replay("backward", backward_seen)  # with every layer's gradients in place
-        return output
+
+    def _on_processes(self, x: np.ndarray, parts: Sequence[slice]) -> bool:
+        """Whether this step's slices go to the worker processes: they were started for
+        this network and input, and no layer has hooks (those steps run on threads)."""
+        if not self.processes or any(map(hooks.has_hooks, self.network)):
+            return False
+        if _lent and available_cores() - _lent < len(parts):
+            return False  # a core is lent: the threaded path runs the slices in turn
+        rows = max(part.stop - part.start for part in parts)
+        workers = self._workers
+        if workers is not None and not workers.matches(self.network, len(parts), x, rows):
+            self.close()
+        return self._workers is not None
+
+    def _start_workers(self, x: np.ndarray, output: np.ndarray, parts) -> None:
+        """After a threaded step that learned the output's shape: fork the workers."""
+        if self._workers is None:
+            rows = max(part.stop - part.start for part in parts)
+            self._workers = processes_module.ProcessSlices(
+                self.network, len(parts), x, output, rows
+            )
 
     def _forward_slices(self, x: np.ndarray, replicas, parts) -> np.ndarray:
         """Each slice through its replica, then the forward hooks on the joined batch."""

@@ -138,6 +138,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
         threads: int | None = None,
+        split: str | None = None,
         stop: StopSignals | None = None,
     ) -> None:
         if batch_size < 1:
@@ -153,8 +154,9 @@ class Trainer:
         self.epoch = 0
         self.total_steps = 0  # known once fit() starts: callbacks size their storage by it
         self.stop = stop or StopSignals()  # SIGINT and SIGTERM stop at a step boundary
-        # Each step's batch is split over this many threads where that is safe and pays.
-        self.parallel = DataParallel(network, threads)
+        # Each step's batch is split in this many slices where that is safe and pays, run
+        # on worker processes or threads (``split``: labkit.parallel.resolve_split).
+        self.parallel = DataParallel(network, threads, split=split)
 
     def train_step(self, x: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
         """One forward/backward/update on a batch; returns (loss, number correct)."""
@@ -206,6 +208,7 @@ class Trainer:
             raise
         finally:
             result.steps = self.step
+            self.parallel.close()  # no worker process outlives the fit
             for callback in started:
                 callback.on_train_end(self, result)
         return result

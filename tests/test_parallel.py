@@ -242,7 +242,7 @@ def test_a_lent_core_runs_the_same_slices_on_fewer_threads_with_the_same_numbers
     results come back in slice order, and every number is the same to the bit."""
     monkeypatch.setattr(parallel, "available_cores", lambda: cores)
     network = Network([Flatten(), ThreadNotingDense(784, 10, rng=0)])
-    runner = DataParallel(network, slices)
+    runner = DataParallel(network, slices, split="threads")
     x, y = batch(slices * MIN_SLICE + 5, dtype=np.float32)
 
     def step() -> tuple[np.ndarray, dict, set[str]]:
@@ -272,7 +272,7 @@ def test_lent_cores_are_given_back_when_the_borrower_fails(monkeypatch):
         raise RuntimeError("writer failed")
     network = Network([Flatten(), ThreadNotingDense(784, 10, rng=0)])
     ThreadNotingDense.seen.clear()
-    DataParallel(network, 2).forward(batch(2 * MIN_SLICE)[0].astype(np.float32))
+    DataParallel(network, 2, split="threads").forward(batch(2 * MIN_SLICE)[0].astype(np.float32))
     assert len({thread for thread, _ in ThreadNotingDense.seen}) == 2
 
 

@@ -235,7 +235,9 @@ def test_every_step_runs_blas_single_threaded(threads, replicable, slices):
     data = MNIST(x, y.argmax(axis=1), x[:40], y[:40].argmax(axis=1), "")
     with threadpool_limits(limits=2, user_api="blas"):  # so that a step left alone has 2
         assert blas_threads_now() == {2}
-        trainer = Trainer(network, Adam(network), threads=threads, progress=False)
+        # threads: the probe counts its calls in this process (tests/test_processes.py
+        # checks the worker processes' BLAS)
+        trainer = Trainer(network, Adam(network), threads=threads, split="threads", progress=False)
         assert trainer.parallel.slices(32) == slices
         trainer.train_step(x[:32], y[:32])
         assert blas_threads_now() == {2}  # given back after the step

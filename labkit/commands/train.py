@@ -20,7 +20,7 @@ from labkit.commands.args import (
     positive_int,
     seed,
 )
-from labkit.options import DEFAULT_LR, RECORD_EVERY
+from labkit.options import DEFAULT_LR, RECORD_EVERY, SPLITS
 
 
 def add_parser(commands) -> None:
@@ -77,7 +77,14 @@ def add_parser(commands) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="threads each batch is split over (default: every core; 1: serial)",
+        help="slices each batch is split in (default: every core; 1: serial)",
+    )
+    train.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="what computes the slices: worker processes that share memory (the default "
+        "where the platform can fork) or threads; the same weights either way",
     )
     train.set_defaults(handler=run)
 
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         threads=args.threads,
+        split=args.split,
         record=not args.no_record,
         record_every=args.record_every,
         overwrite=args.overwrite,
