@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from labkit.data import load_mnist, one_hot
 from labkit.losses import softmax_cross_entropy_prime
+from labkit.memory import keep_freed_memory
 from labkit.models import lenet
 from labkit.optim import Adam
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--blas-threads", type=int, default=1)
     args = parser.parse_args()
+    keep_freed_memory()  # as every labkit step runs (labkit/memory.py)
     with threadpool_limits(limits=args.blas_threads, user_api="blas"):
         times = profile(args.batch, args.steps)
     medians = {name: statistics.median(values) for name, values in times.items()}

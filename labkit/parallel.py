@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from labkit import hooks
+from labkit import hooks, memory
 from labkit import processes as processes_module
 from labkit.options import SPLITS
 
@@ -171,6 +171,7 @@ class DataParallel:
     ) -> None:
         self.network = network
         self.threads = thread_count(threads)
+        memory.keep_freed_memory()  # a step's big arrays: reused heap, not fresh pages
         # slices 1.. of a step without hooks on worker processes (labkit.processes)
         self.processes = resolve_split(split) == "processes"
         self._workers: processes_module.ProcessSlices | None = None

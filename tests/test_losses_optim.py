@@ -266,3 +266,51 @@ def test_adam_matches_keras(lr, beta1, beta2, eps):
         for layer, named in zip(layers, variables, strict=True):
             for name, var in named.items():
                 np.testing.assert_allclose(layer.params[name], var.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def per_tensor_adam(param, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7):
+    """Adam on one tensor, in the order of operations labkit's flat vectors use."""
+    m *= beta1
+    m += grad * (1 - beta1)
+    v *= beta2
+    v += (grad * grad) * (1 - beta2)
+    step = lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+    update = m / (np.sqrt(v) + eps)
+    update *= step  # in place: rounded to the parameter's dtype before the subtraction
+    param -= update
+
+
+def test_flat_adam_equals_per_tensor_adam_to_the_bit_over_mixed_dtypes():
+    rng = np.random.default_rng(4)
+    layers = [Dense(5, 4, dtype=np.float32, rng=rng), Dense(4, 3, dtype=np.float64, rng=rng)]
+    twins = {(i, n): p.copy() for i, layer in enumerate(layers) for n, p in layer.params.items()}
+    moments = {key: (np.zeros_like(p), np.zeros_like(p)) for key, p in twins.items()}
+    optimizer = Adam(layers)
+    for t in range(1, 6):
+        for (index, name), twin in twins.items():
+            grad = rng.standard_normal(twin.shape).astype(twin.dtype)
+            layers[index].grads[name] = grad
+            per_tensor_adam(twin, grad, *moments[index, name], t)
+        optimizer.step()
+    for (index, name), twin in twins.items():
+        assert layers[index].params[name].dtype == twin.dtype
+        assert np.array_equal(layers[index].params[name], twin), (index, name)
+
+
+def test_flat_adam_keeps_the_moments_of_parameters_that_remain():
+    rng = np.random.default_rng(5)
+    first, second = Dense(3, 2, dtype=np.float64, rng=rng), Dense(2, 2, dtype=np.float64, rng=rng)
+    twin = Dense(3, 2, dtype=np.float64, rng=0)
+    twin.params = {name: p.copy() for name, p in first.params.items()}
+    for layer in (first, second, twin):
+        layer.grads = {name: rng.standard_normal(p.shape) for name, p in layer.params.items()}
+    twin.grads = {name: g.copy() for name, g in first.grads.items()}
+    together, alone = Adam([first, second]), Adam([twin])
+    together.step()
+    alone.step()
+    del second.params["bias"]  # the second layer's parameters change between steps
+    together.step()
+    alone.step()
+    for name in first.params:  # the first layer's moments carried over: as if unchanged
+        assert np.array_equal(first.params[name], twin.params[name]), name
+    assert len(together._flat[np.dtype(np.float64)].keys) == 3
