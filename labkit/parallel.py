@@ -162,8 +162,8 @@ class DataParallel:
     Splits only where it is safe and pays: every layer is ``replicable`` (labkit's own
     are; a user's layer says so itself, since it may keep state the threads would share)
     and each thread gets at least ``MIN_SLICE`` samples. Otherwise the network runs
-    serially, exactly as ``network.forward``/``backward``. Either way BLAS runs as
-    :func:`step_blas` says.
+    serially. Either way through ``network.step_forward``/``step_backward``
+    (:mod:`labkit.fused`), with BLAS as :func:`step_blas` says.
     """
 
     def __init__(
@@ -202,7 +202,7 @@ class DataParallel:
         count = self.slices(len(x))
         with step_blas():
             if count == 1:
-                return self.network.forward(x)
+                return self.network.step_forward(x)
             parts, replicas = self._split(len(x), count)
             return self._forward_slices(x, replicas, parts)
 
@@ -217,8 +217,8 @@ class DataParallel:
         count = self.slices(len(x))
         if count == 1:
             with step_blas():
-                output = self.network.forward(x)
-                self.network.backward(output_gradient(output), input_gradient=False)
+                output = self.network.step_forward(x)
+                self.network.step_backward(output_gradient(output), input_gradient=False)
             return output
         parts, replicas = self._split(len(x), count)
         if self._on_processes(x, parts):
@@ -237,7 +237,9 @@ class DataParallel:
             grad = output_gradient(output)  # the loss sees the whole batch, as serially
             with self._watching(replicas, "backward") as backward_seen:
                 self._map(
-                    lambda r, part: r.backward(grad[part], input_gradient=False), replicas, parts
+                    lambda r, part: r.step_backward(grad[part], input_gradient=False),
+                    replicas,
+                    parts,
                 )
         self._sum_gradients(replicas, [])
         self._replay("backward", backward_seen)  # with every layer's gradients in place
@@ -280,7 +282,7 @@ class DataParallel:
     def _forward_slices(self, x: np.ndarray, replicas, parts) -> np.ndarray:
         """Each slice through its replica, then the forward hooks on the joined batch."""
         with self._watching(replicas, "forward") as seen:
-            outputs = self._map(lambda r, part: r.forward(x[part]), replicas, parts)
+            outputs = self._map(lambda r, part: r.step_forward(x[part]), replicas, parts)
         output = np.concatenate(outputs)
         self._replay("forward", seen)
         return output

@@ -218,9 +218,9 @@ def _serve(
                 for index, layer in enumerate(network):
                     for name, value in layer.params.items():
                         np.copyto(value, params.arrays[index, name])
-                arrays["output"][:rows] = network.forward(arrays["x"][:rows])
+                arrays["output"][:rows] = network.step_forward(arrays["x"][:rows])
             else:
-                network.backward(arrays["gradient"][:rows], input_gradient=False)
+                network.step_backward(arrays["gradient"][:rows], input_gradient=False)
                 for index, layer in enumerate(network):
                     for name, grad in layer.grads.items():
                         arrays[index, name][...] = grad
@@ -252,7 +252,7 @@ def run_step(
         worker.region.arrays["x"][:rows] = x[part]
         worker.start(FORWARD, rows)
     try:
-        outputs = [first.forward(x[parts[0]])]
+        outputs = [first.step_forward(x[parts[0]])]
     finally:
         _wait_all(workers)
     for worker, part in zip(workers, parts[1:], strict=True):
@@ -264,7 +264,7 @@ def run_step(
         worker.region.arrays["gradient"][:rows] = grad[part]
         worker.start(BACKWARD, rows)
     try:
-        first.backward(grad[parts[0]], input_gradient=False)
+        first.step_backward(grad[parts[0]], input_gradient=False)
     finally:
         _wait_all(workers)
     keys = list(slices.params.arrays)

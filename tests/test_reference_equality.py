@@ -232,7 +232,8 @@ def reference_forward_backward(ref_layers, x, g):
 
 @pytest.mark.parametrize("preset", [tutorial, lenet], ids=["tutorial", "lenet"])
 @pytest.mark.parametrize("n", [1, 3])
-def test_network_matches_reference(preset, n):
+@pytest.mark.parametrize("path", ["layers", "step"])  # step: labkit.fused's blocks
+def test_network_matches_reference(preset, n, path):
     rng = np.random.default_rng(n)
     network = preset(seed=n, dtype=np.float64)
     for layer in network.layers:
@@ -241,9 +242,14 @@ def test_network_matches_reference(preset, n):
             layer.params[name] = 0.3 * value  # keep sigmoids out of saturation
     ref_layers = reference_copy(network)
     x = rng.standard_normal((n, 1, 28, 28))
-    out = network.forward(x)
+    forward, backward = (
+        (network.forward, network.backward)
+        if path == "layers"
+        else (network.step_forward, network.step_backward)
+    )
+    out = forward(x)
     g = rng.standard_normal(out.shape)
-    dx = network.backward(g)
+    dx = backward(g)
     ref_out, ref_dx, ref_grads = reference_forward_backward(ref_layers, x, g)
 
     assert out.shape == (n, 10) and dx.shape == x.shape

@@ -61,8 +61,8 @@ class Convolutional(Layer):
         # first layer): im2col gets a column of ones and the kernel matrix the biases as
         # its last column, so the GEMM adds the bias and the weight-gradient GEMM sums its
         # gradient. Adding it to, and summing it from, an (N*OH*OW, depth) array separately
-        # would cost more than the layer's own GEMMs. Only _im2col, _kernel_matrix,
-        # _add_bias and _bias_gradient look at this flag.
+        # would cost more than the layer's own GEMMs. Only im2col, kernel_matrix,
+        # _add_bias and _bias_gradient here, and labkit.fused, look at this flag.
         self.bias_in_gemm = d == 1 and bias == "tied"
 
     can_skip_input_gradient = True  # backward(..., input_gradient=False) is supported
@@ -86,27 +86,39 @@ class Convolutional(Layer):
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return self.out_shape
 
-    def _im2col(self, input: np.ndarray) -> np.ndarray:
-        """``cols[(n, y, x), (a, b, c)] = X[n, c, y + a, x + b]`` (+ ones: ``bias_in_gemm``)."""
+    def im2col(self, input: np.ndarray, window: int = 1) -> np.ndarray:
+        """``cols[(n, y, x), (a, b, c)] = X[n, c, y + a, x + b]`` (+ ones: ``bias_in_gemm``).
+
+        ``window=p`` orders the rows by p x p pooling window instead (each output size a
+        multiple of p): ``cols[(dy, dx, n, py, px), :]`` is row ``(n, p py + dy, p px + dx)``
+        of the above, so the GEMM's output holds the p*p elements of every window as p*p
+        contiguous blocks and a max-pool over them is a max of blocks
+        (:mod:`labkit.fused`). Built from the same strided windows, at the same copy cost.
+        """
         n = input.shape[0]
         _, oh, ow = self.out_shape
-        k = self.kernel_size
+        k, p = self.kernel_size, window
+        ph, pw = oh // p, ow // p
         if self.input_shape[0] == 1:
             # One channel: the k*k shifted images, copied as rows of a (k*k, N*OH*OW) buffer
             # used transposed; much faster than gathering runs of k pixels.
             rows = k * k + self.bias_in_gemm
-            buffer = np.empty((rows, n, oh, ow), dtype=input.dtype)
+            buffer = np.empty((rows, p, p, n, ph, pw), dtype=input.dtype)
             windows = sliding_window_view(input[:, 0], (k, k), axis=(1, 2))  # (n, oh, ow, a, b)
-            buffer[: k * k].reshape(k, k, n, oh, ow)[...] = windows.transpose(3, 4, 0, 1, 2)
+            windows = windows.reshape(n, ph, p, pw, p, k, k)  # (n, py, dy, px, dx, a, b)
+            target = buffer[: k * k].reshape(k, k, p, p, n, ph, pw)
+            target[...] = windows.transpose(5, 6, 2, 4, 0, 1, 3)
             if self.bias_in_gemm:
                 buffer[-1] = 1
             return buffer.reshape(rows, -1).T
         # Channels-last windows: one gather whose innermost runs are d channels long.
         windows = sliding_window_view(input.transpose(0, 2, 3, 1), (k, k), axis=(1, 2))
-        return windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, -1)
+        windows = windows.reshape(n, ph, p, pw, p, *windows.shape[3:])  # (.., c, a, b)
+        return windows.transpose(2, 4, 0, 1, 3, 6, 7, 5).reshape(p * p * n * ph * pw, -1)
 
-    def _kernel_matrix(self) -> np.ndarray:
-        """Kernels as ``(depth, (a, b, c))`` rows matching the im2col columns."""
+    def kernel_matrix(self) -> np.ndarray:
+        """Kernels as ``(depth, (a, b, c))`` rows matching the im2col columns (the biases
+        as a last column under ``bias_in_gemm``)."""
         depth = self.depth
         kernels = self.kernels.transpose(0, 2, 3, 1).reshape(depth, -1)
         if self.bias_in_gemm:
@@ -137,8 +149,8 @@ class Convolutional(Layer):
         # The whole batch is one (N*OH*OW, k*k*d) @ (k*k*d, depth) GEMM, computed
         # channels-last and returned as an (N, depth, OH, OW) view of that memory, which
         # the next convolution reads without a transpose copy.
-        self._cols = self._im2col(input)
-        out = (self._cols @ self._kernel_matrix().T).reshape(n, oh, ow, depth)
+        self._cols = self.im2col(input)
+        out = (self._cols @ self.kernel_matrix().T).reshape(n, oh, ow, depth)
         self._add_bias(out)
         return out.transpose(0, 3, 1, 2)
 
@@ -157,8 +169,7 @@ class Convolutional(Layer):
         check_input(self, output_gradient, self.out_shape)
         n = output_gradient.shape[0]
         depth, oh, ow = self.out_shape
-        d, h, w = self.input_shape
-        k = self.kernel_size
+        d, k = self.input_shape[0], self.kernel_size
         grad = output_gradient.transpose(0, 2, 3, 1).reshape(n * oh * ow, depth)
 
         # dK[i, (a, b, c)] = sum over n, y, x of dY[n, i, y, x] X[n, c, y + a, x + b]
@@ -167,17 +178,24 @@ class Convolutional(Layer):
         self.grads["kernels"] = np.ascontiguousarray(kernels_grad.transpose(0, 3, 1, 2))
         self.grads["biases"] = self._bias_gradient(output_gradient, grad, full)
 
-        # dX is the full convolution of dY with K. As col2im it is k*k shifted adds of
-        # dY @ K[:, :, a, b]; one small GEMM per offset keeps each add's source contiguous,
-        # which is cheaper than padding dY and correlating it with flipped kernels.
-        if not input_gradient:
-            self.sgd_update(learning_rate)
-            return None
+        # dX (input_gradient_of) is skipped for a network's first layer: nobody reads it.
+        dx = self.input_gradient_of(grad, n) if input_gradient else None
+        self.sgd_update(learning_rate)
+        return dx
+
+    def input_gradient_of(self, grad: np.ndarray, n: int) -> np.ndarray:
+        """dE/dX ``(N, d, h, w)`` from dY as channels-last rows ``(N*OH*OW, depth)``.
+
+        dX is the full convolution of dY with K. As col2im it is k*k shifted adds of
+        dY @ K[:, :, a, b]; one small GEMM per offset keeps each add's source contiguous,
+        which is cheaper than padding dY and correlating it with flipped kernels.
+        """
+        _, oh, ow = self.out_shape
+        d, h, w = self.input_shape
+        k = self.kernel_size
         dx = np.zeros((n, h, w, d), dtype=np.result_type(grad, self.kernels))
         for a in range(k):
             for b in range(k):
                 shifted = grad @ self.kernels[:, :, a, b]
                 dx[:, a : a + oh, b : b + ow, :] += shifted.reshape(n, oh, ow, d)
-
-        self.sgd_update(learning_rate)
         return dx.transpose(0, 3, 1, 2)
