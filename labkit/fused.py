@@ -106,20 +106,16 @@ class ConvPoolReLU:
         depth, oh, ow = conv.out_shape
         p = self.pool.pool_size
         check_input(self.relu, output_gradient, (depth, oh // p, ow // p))
-        d, k = conv.input_shape[0], conv.kernel_size
         grad = output_gradient.transpose(0, 2, 3, 1)  # channels-last, like the mask's blocks
         dz = self._mask() * grad[None]  # pool and ReLU backward: one multiply
-        rows = dz.reshape(-1, depth)
-        full = (self.cols.T @ rows).T  # dK[i, (a, b, c)], summed in window order
-        kernels_grad = full[:, : k * k * d].reshape(depth, k, k, d)
-        conv.grads["kernels"] = np.ascontiguousarray(kernels_grad.transpose(0, 3, 1, 2))
-        conv.grads["biases"] = full[:, -1].copy() if conv.bias_in_gemm else rows.sum(axis=0)
+        conv.fill_parameter_gradients(self.cols, dz.reshape(-1, depth))  # in window order
+        hooked = any(hooks.has_hooks(layer, "backward") for layer in self.layers)
         dx = None
-        if input_gradient or hooks.has_hooks(conv, "backward"):
+        if input_gradient or hooked:
             standard = self._standard_order(dz)  # (N, OH, OW, depth)
         if input_gradient:
             dx = conv.input_gradient_of(standard.reshape(-1, depth), len(output_gradient))
-        if any(hooks.has_hooks(layer, "backward") for layer in self.layers):
+        if hooked:
             relu_gradient = output_gradient * (self.pooled.transpose(0, 3, 1, 2) > 0)
             hooks.fire(self.relu, "backward", relu_gradient, output_gradient)
             conv_gradient = standard.transpose(0, 3, 1, 2)

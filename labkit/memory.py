@@ -3,8 +3,9 @@
 A lenet step allocates and frees the same few large arrays every time (im2col columns,
 feature maps, their gradients: 0.2 to 8 MB each at batch 16 to 128). glibc's malloc
 serves arrays that large with fresh ``mmap`` pages and returns them on ``free``, or trims
-them off the heap's top, so every step touches new pages: 70 to 230 page faults a step,
-10% of a one-thread step at batch 16 and 64 (measured with ``benchmarks/page_faults.py``).
+them off the heap's top, so most steps touch new pages: 60 to 1,800 page faults a
+one-thread lenet step in most processes (0 in a few, where glibc's own adjusting of the
+thresholds held), 3-10% of the step at batch 16 to 128 (``benchmarks/page_faults.py``).
 Raising malloc's mmap and trim thresholds makes those arrays come from the heap and stay
 there: after the first steps a step faults in almost no pages. The price is that the
 process keeps up to ``TRIM_THRESHOLD`` of freed memory for reuse.

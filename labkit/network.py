@@ -93,6 +93,7 @@ class Network:
         steps = getattr(self, "_steps", None)
         if not steps:
             raise RuntimeError("Network.step_backward needs a step_forward first")
+        self._steps = []  # the blocks' saved arrays go with this backward
         for step in reversed(steps[1:]):
             grad = step.backward(grad)
         first = steps[0]

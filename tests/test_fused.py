@@ -144,6 +144,22 @@ def test_a_block_fires_its_layers_hooks_with_their_own_values():
                 assert np.array_equal(value, step_value), (kind, name)
 
 
+def test_a_hook_on_one_layer_of_a_block_sees_what_that_layer_would():
+    network = lenet(seed=4, dtype=np.float64)
+    x = images_with_ties(np.random.default_rng(4), 4, (1, 28, 28), np.float64)
+    seen = []
+    handle = network.layers[2].register_backward_hook(lambda _, a, b: seen.append((a, b)))
+    with handle:
+        for forward, backward in (
+            (network.forward, network.backward),
+            (network.step_forward, network.step_backward),
+        ):
+            out = forward(x)
+            backward(np.ones_like(out), input_gradient=False)
+    (relu_in, relu_out), (step_in, step_out) = seen
+    assert np.array_equal(relu_in, step_in) and np.array_equal(relu_out, step_out)
+
+
 def test_step_backward_needs_a_step_forward():
     with pytest.raises(RuntimeError, match="step_forward first"):
         lenet().step_backward(np.zeros((1, 10), np.float32))

@@ -54,7 +54,8 @@ def run_steps(opt_out: str | None) -> dict:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
 def test_a_training_step_reuses_the_memory_the_last_one_freed():
-    # measured: 1-9 faults a step with the settings, 57-258 without (page_faults.py)
+    # measured: 0-9 faults a step with the settings; without, 60-1,800 in most processes
+    # (and ~0 in some, where glibc's own threshold adjusting held: page_faults.py)
     figures = run_steps(None)
     assert figures["applied"]
     assert figures["faults"] < 30, figures
@@ -64,4 +65,3 @@ def test_a_training_step_reuses_the_memory_the_last_one_freed():
 def test_the_settings_can_be_turned_off():
     figures = run_steps("0")
     assert not figures["applied"]
-    assert figures["faults"] > 30, figures  # glibc's defaults: what the first test tells apart

@@ -169,19 +169,27 @@ class Convolutional(Layer):
         check_input(self, output_gradient, self.out_shape)
         n = output_gradient.shape[0]
         depth, oh, ow = self.out_shape
-        d, k = self.input_shape[0], self.kernel_size
         grad = output_gradient.transpose(0, 2, 3, 1).reshape(n * oh * ow, depth)
 
-        # dK[i, (a, b, c)] = sum over n, y, x of dY[n, i, y, x] X[n, c, y + a, x + b]
-        full = (self._cols.T @ grad).T  # cols.T is contiguous for one-channel input: 3x faster
-        kernels_grad = full[:, : k * k * d].reshape(depth, k, k, d)
-        self.grads["kernels"] = np.ascontiguousarray(kernels_grad.transpose(0, 3, 1, 2))
-        self.grads["biases"] = self._bias_gradient(output_gradient, grad, full)
+        self.fill_parameter_gradients(self._cols, grad, output_gradient)
 
         # dX (input_gradient_of) is skipped for a network's first layer: nobody reads it.
         dx = self.input_gradient_of(grad, n) if input_gradient else None
         self.sgd_update(learning_rate)
         return dx
+
+    def fill_parameter_gradients(
+        self, cols: np.ndarray, grad: np.ndarray, output_gradient: np.ndarray | None = None
+    ) -> None:
+        """``grads["kernels"]`` and ``grads["biases"]`` from the im2col columns and dY as
+        matching channels-last rows ``(N*OH*OW, depth)``, in whatever row order the two
+        share (``output_gradient``, dY itself, is needed for an untied bias only)."""
+        depth, d, k = self.depth, self.input_shape[0], self.kernel_size
+        # dK[i, (a, b, c)] = sum over n, y, x of dY[n, i, y, x] X[n, c, y + a, x + b]
+        full = (cols.T @ grad).T  # cols.T is contiguous for one-channel input: 3x faster
+        kernels_grad = full[:, : k * k * d].reshape(depth, k, k, d)
+        self.grads["kernels"] = np.ascontiguousarray(kernels_grad.transpose(0, 3, 1, 2))
+        self.grads["biases"] = self._bias_gradient(output_gradient, grad, full)
 
     def input_gradient_of(self, grad: np.ndarray, n: int) -> np.ndarray:
         """dE/dX ``(N, d, h, w)`` from dY as channels-last rows ``(N*OH*OW, depth)``.
