@@ -50,10 +50,10 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - a usage error, not a bug
     sys.exit(f"bench_engine: {exc}; run from the repository root with PYTHONPATH=. ")
 import torch_lenet  # noqa: E402 - beside this script; works without torch installed
+from bench_data import DATA_HELP, data_source  # noqa: E402 - beside this script
 from gemm_share import gemm_share  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist.npz"
 BATCHES = (32, 128)
 REFERENCE_BATCH = 32
 POOL_BATCHES = 8  # distinct batches cycled through while training, per batch size
@@ -95,9 +95,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         "--no-torch", action="store_true", help="leave PyTorch out even where it is installed"
     )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write results as JSON")
-    parser.add_argument(
-        "--data", help=f"MNIST .npz (default: $LABKIT_DATA, {DEFAULT_DATA}, else the sample)"
-    )
+    parser.add_argument("--data", help=DATA_HELP)
     args = parser.parse_args(argv)
     overrides = {
         "steps": args.steps,
@@ -202,15 +200,6 @@ def setup_tensorflow(threads: int) -> tuple[Any, Any]:
     import keras
 
     return tf, keras
-
-
-def data_source(explicit: str | None) -> str:
-    """``--data``, else ``$LABKIT_DATA``, else the shared MNIST file, else the bundled sample."""
-    if explicit:
-        return explicit
-    if os.environ.get("LABKIT_DATA"):
-        return os.environ["LABKIT_DATA"]
-    return str(DEFAULT_DATA) if DEFAULT_DATA.is_file() else "sample"
 
 
 def load_images(source: str, count: int) -> tuple[np.ndarray, np.ndarray, str]:

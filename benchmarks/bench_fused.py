@@ -16,16 +16,14 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from bench_data import DATA_HELP, data_source  # beside this script
 from threadpoolctl import threadpool_limits
 
 from labkit.data import load_mnist, one_hot
 from labkit.losses import softmax_cross_entropy_prime
 from labkit.memory import keep_freed_memory
 from labkit.models import lenet
-
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist.npz"
 
 
 def contenders(batch: int, data) -> dict[str, dict[str, Callable[[], object]]]:
@@ -53,9 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--repeats", type=int, default=40)
-    parser.add_argument("--data", help="mnist.npz (default: ../shared's copy, else the sample)")
+    parser.add_argument("--data", help=DATA_HELP)
     args = parser.parse_args()
-    data = load_mnist(args.data or (DEFAULT_DATA if DEFAULT_DATA.exists() else "sample"))
+    data = load_mnist(data_source(args.data))
     keep_freed_memory()  # as every labkit step runs
     print("| batch | what | layer by layer ms | step path ms | speed-up (quartiles) |")
     print("|---:|---|---:|---:|---:|")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
+
+from bench_data import DATA_HELP, data_source  # beside this script
 
 from labkit.data import load_mnist, one_hot
 from labkit.models import lenet
@@ -22,7 +23,6 @@ from labkit.optim import Adam
 from labkit.parallel import step_blas
 from labkit.train import Trainer
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist.npz"
 WARMUP = 10
 POOL = 8  # distinct batches cycled through
 
@@ -47,9 +47,9 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--data", help="mnist.npz (default: ../shared's copy, else the sample)")
+    parser.add_argument("--data", help=DATA_HELP)
     args = parser.parse_args()
-    data = load_mnist(args.data or (DEFAULT_DATA if DEFAULT_DATA.exists() else "sample"))
+    data = load_mnist(data_source(args.data))
     print("| batch | trainer | img/s (median, range) | over serial (median, range) |")
     print("|---:|---|---:|---:|")
     for batch in args.batch:

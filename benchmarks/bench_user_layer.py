@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
+from bench_data import DATA_HELP, data_source  # noqa: E402 - beside this script
 from leaky_net import LeakyReLU, build  # noqa: E402  (the user's file, as written)
 
 from labkit.data import MNIST, load_mnist, one_hot  # noqa: E402
@@ -52,7 +53,6 @@ from labkit.parallel import thread_count  # noqa: E402
 from labkit.recorder import Recorder, RecordSchedule, choose_probes  # noqa: E402
 from labkit.train import Trainer  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist.npz"
 BATCH = 32  # labkit train's default
 
 
@@ -201,7 +201,7 @@ def start_neighbour() -> subprocess.Popen:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("LABKIT_DATA"))
+    parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--steps", type=int, default=100, help="train steps per timed block")
     parser.add_argument("--repeats", type=int, default=7)
@@ -213,7 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     batch = args.batch
 
-    source = args.data or (str(DEFAULT_DATA) if DEFAULT_DATA.is_file() else "sample")
+    source = data_source(args.data)
     data = load_mnist(source)
     x = np.ascontiguousarray(data.x_train[: 20 * batch])
     y = one_hot(data.y_train[: 20 * batch])

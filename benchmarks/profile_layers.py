@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
+from bench_data import data_source  # beside this script
 from threadpoolctl import threadpool_limits
 
 from labkit import fused
@@ -26,7 +26,6 @@ from labkit.memory import keep_freed_memory
 from labkit.models import lenet
 from labkit.optim import Adam
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist.npz"
 WARMUP = 10
 
 
@@ -39,7 +38,7 @@ def unit_name(unit) -> str:
 def profile(batch: int, steps: int, fused_steps: bool = False) -> dict[str, list[float]]:
     """Seconds per call of every layer's forward and backward, the loss and Adam; with
     ``fused_steps``, of the units a training step runs (labkit.fused blocks as one)."""
-    data = load_mnist(str(DEFAULT_DATA) if DEFAULT_DATA.is_file() else "sample")
+    data = load_mnist(data_source(None))
     batches = max(1, min(8, len(data.x_train) // batch))
     x = np.ascontiguousarray(data.x_train[: batches * batch])
     y = one_hot(data.y_train[: batches * batch])

@@ -3,7 +3,7 @@
 ``Convolutional`` (tied bias) -> ``MaxPool(p)`` (stride p, tiling the map) -> ``ReLU`` is
 the same function as the three layers one after the other, computed with fewer passes
 over memory (lenet has two such runs; its one-thread training step is 1.07-1.14x as fast
-as layer by layer at batch 16 and 64, inference 0.98-1.08x: ``benchmarks/bench_fused.py``):
+as layer by layer at batch 16 and 64, inference 0.97-1.08x: ``benchmarks/bench_fused.py``):
 
 - the convolution's im2col rows are ordered by pooling window
   (:meth:`Convolutional.im2col` with ``window=p``), so its GEMM writes the p*p elements
@@ -107,7 +107,13 @@ class ConvPoolReLU:
         conv = self.conv
         depth, oh, ow = conv.out_shape
         p = self.pool.pool_size
-        check_input(self.relu, output_gradient, (depth, oh // p, ow // p))
+        shape = getattr(output_gradient, "shape", None)
+        if shape is None or tuple(shape[1:]) != (depth, oh // p, ow // p) or len(shape) != 4:
+            raise ValueError(
+                f"{self.relu.describe()}: expected output gradient of shape "
+                f"(N, {depth}, {oh // p}, {ow // p}), got "
+                f"{tuple(shape) if shape is not None else type(output_gradient).__name__}"
+            )
         grad = output_gradient.transpose(0, 2, 3, 1)  # channels-last, like the mask's blocks
         dz = self._mask() * grad[None]  # pool and ReLU backward: one multiply
         conv.fill_parameter_gradients(self.cols, dz.reshape(-1, depth))  # in window order

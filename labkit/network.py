@@ -33,6 +33,19 @@ def layer_key(index: int, layer: Layer) -> str:
     return f"{index:02d}-{type(layer).__name__}"
 
 
+def _backward_through(
+    steps: Sequence, grad: np.ndarray, learning_rate: float | None, input_gradient: bool
+) -> np.ndarray | None:
+    """Backpropagate through layers (or fused blocks) in reverse; the first one skips dE/dX
+    when ``input_gradient`` is False and it can."""
+    for step in reversed(steps[1:]):
+        grad = step.backward(grad, learning_rate)
+    first = steps[0]
+    if not input_gradient and getattr(first, "can_skip_input_gradient", False):
+        return first.backward(grad, learning_rate, input_gradient=False)
+    return first.backward(grad, learning_rate)
+
+
 class Network:
     """Layers applied in order; ``backward`` runs them in reverse, as the tutorial's loop does."""
 
@@ -47,6 +60,7 @@ class Network:
                 )
             if layer.name is None:
                 layer.name = layer_key(index, layer)
+        self._steps: list = []  # what step_forward ran, for step_backward (labkit.fused)
 
     def __iter__(self):
         return iter(self.layers)
@@ -71,35 +85,26 @@ class Network:
         ``input_gradient=False`` lets a first layer that supports it (Convolutional) skip
         computing a gradient nobody reads; training uses this, gradient checks don't.
         """
-        for layer in reversed(self.layers[1:]):
-            grad = layer.backward(grad, learning_rate)
-        first = self.layers[0]
-        if not input_gradient and getattr(first, "can_skip_input_gradient", False):
-            return first.backward(grad, learning_rate, input_gradient=False)
-        return first.backward(grad, learning_rate)
+        return _backward_through(self.layers, grad, learning_rate, input_gradient)
 
-    def step_forward(self, x: np.ndarray) -> np.ndarray:
+    def step_forward(self, x: np.ndarray, *, backward: bool = True) -> np.ndarray:
         """``forward(x)`` as a training step runs it: runs of Convolutional -> MaxPool ->
         ReLU computed as one block (:mod:`labkit.fused`; the same values, fewer passes).
         Hooks fire as in ``forward``; the fused layers keep no per-call state of their
-        own, so follow it with :meth:`step_backward`, not with a layer's ``backward``."""
-        self._steps = fused.plan(self.layers)
-        for step in self._steps:
+        own, so follow it with :meth:`step_backward`, not with a layer's ``backward``.
+        ``backward=False`` (inference) keeps nothing for a backward pass."""
+        steps = fused.plan(self.layers)
+        for step in steps:
             x = step.forward(x)
+        self._steps = steps if backward else []
         return x
 
     def step_backward(self, grad: np.ndarray, *, input_gradient: bool = True) -> np.ndarray | None:
         """``backward(grad)`` after :meth:`step_forward`, through the same blocks."""
-        steps = getattr(self, "_steps", None)
+        steps, self._steps = self._steps, []  # the blocks' saved arrays go with this pass
         if not steps:
             raise RuntimeError("Network.step_backward needs a step_forward first")
-        self._steps = []  # the blocks' saved arrays go with this backward
-        for step in reversed(steps[1:]):
-            grad = step.backward(grad)
-        first = steps[0]
-        if not input_gradient and getattr(first, "can_skip_input_gradient", False):
-            return first.backward(grad, input_gradient=False)
-        return first.backward(grad)
+        return _backward_through(steps, grad, None, input_gradient)
 
     def register_hook(
         self,

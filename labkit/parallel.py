@@ -202,9 +202,9 @@ class DataParallel:
         count = self.slices(len(x))
         with step_blas():
             if count == 1:
-                return self.network.step_forward(x)
+                return self.network.step_forward(x, backward=False)
             parts, replicas = self._split(len(x), count)
-            return self._forward_slices(x, replicas, parts)
+            return self._forward_slices(x, replicas, parts, backward=False)
 
     def forward_backward(
         self, x: np.ndarray, output_gradient: Callable[[np.ndarray], np.ndarray]
@@ -279,10 +279,13 @@ class DataParallel:
                 self.network, len(parts), x, output, rows
             )
 
-    def _forward_slices(self, x: np.ndarray, replicas, parts) -> np.ndarray:
-        """Each slice through its replica, then the forward hooks on the joined batch."""
+    def _forward_slices(self, x: np.ndarray, replicas, parts, backward: bool = True):
+        """Each slice through its replica, then the forward hooks on the joined batch
+        (``backward``: the replicas keep what their backward pass needs)."""
         with self._watching(replicas, "forward") as seen:
-            outputs = self._map(lambda r, part: r.step_forward(x[part]), replicas, parts)
+            outputs = self._map(
+                lambda r, part: r.step_forward(x[part], backward=backward), replicas, parts
+            )
         output = np.concatenate(outputs)
         self._replay("forward", seen)
         return output

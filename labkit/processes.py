@@ -1,9 +1,10 @@
 """A split step over processes: the slices of a batch computed by forked worker processes
 that share memory with the trainer, so no slice waits for another's GIL.
 
-Threads that each take a slice (:mod:`labkit.parallel`) mostly wait for each other: a
-16-sample lenet slice takes 2.2 ms alone and 3.9 ms beside another on a second thread,
-because between NumPy calls each needs the GIL. Processes have a GIL each. The trainer
+Threads that each take a slice (:mod:`labkit.parallel`) mostly wait for each other,
+because between NumPy calls each needs the GIL; processes have a GIL each (lenet at
+batch 32: two threads train 1.23-1.28x as fast as one core, two processes 1.50-1.55x,
+``benchmarks/bench_split.py``). The trainer
 computes the first slice itself; each worker process holds a copy of the network forked
 from it and computes one other slice, through one anonymous shared mapping per worker:
 

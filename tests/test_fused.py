@@ -160,6 +160,19 @@ def test_a_hook_on_one_layer_of_a_block_sees_what_that_layer_would():
     assert np.array_equal(relu_in, step_in) and np.array_equal(relu_out, step_out)
 
 
-def test_step_backward_needs_a_step_forward():
+def test_step_backward_needs_a_step_forward_that_kept_its_arrays():
+    network = lenet()
     with pytest.raises(RuntimeError, match="step_forward first"):
-        lenet().step_backward(np.zeros((1, 10), np.float32))
+        network.step_backward(np.zeros((1, 10), np.float32))
+    out = network.step_forward(np.zeros((2, 1, 28, 28), np.float32), backward=False)
+    with pytest.raises(RuntimeError, match="step_forward first"):  # inference kept nothing
+        network.step_backward(np.zeros_like(out))
+
+
+def test_a_wrong_gradient_shape_is_one_line_naming_the_layer():
+    block = fused.plan(lenet().layers)[0]
+    block.forward(np.zeros((2, 1, 28, 28), np.float32))
+    with pytest.raises(
+        ValueError, match=r"02-ReLU.*expected output gradient of shape \(N, 16, 12, 12\)"
+    ):
+        block.backward(np.zeros((2, 16, 12, 11), np.float32))
