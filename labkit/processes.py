@@ -192,21 +192,28 @@ class ProcessSlices:
         self._finalizer()
 
 
+def follow_parent(watched: bool) -> None:
+    """In a forked child: leave Ctrl-C to the parent, die with it (``watched``: it was
+    forked by the main thread; the death signal follows the forking thread, and only the
+    main one lasts), and run BLAS on one thread. The parent-pid poll covers the rest."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if watched:
+        with contextlib.suppress(Exception):  # best effort: the parent-pid check also serves
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def _serve(
     network: Network, params: _Region, region: _Region, go, done, errors, parent: int, watched: bool
 ) -> None:
     """A worker's loop: forward or backward its slice through its copy of the network."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if watched:  # the death signal follows the forking thread: only the main one lasts
-        with contextlib.suppress(Exception):  # best effort: the parent-pid check also serves
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    follow_parent(watched)
     arrays = region.arrays
     command = arrays["command"]
     from labkit.parallel import replicate  # (parallel imports this module)
 
     network = replicate(network)  # without the trainer's hooks
-    threadpool_limits(limits=1, user_api="blas")
     while True:
         while not go.acquire(timeout=POLL_SECONDS):
             if os.getppid() != parent:

@@ -41,6 +41,8 @@ from labkit.losses import Loss
 from labkit.network import Network, layer_key
 from labkit.options import RECORD_EVERY
 from labkit.parallel import lend_core
+from labkit.record_process import RecordProcess
+from labkit.record_process import available as record_process_available
 from labkit.recording import (
     BACKWARD_SCALE,
     HIST,
@@ -210,6 +212,7 @@ class Recorder(Callback):
         self.writer: RunWriter | None = None
         self._jobs: queue.Queue | None = None
         self._worker: threading.Thread | None = None
+        self._process: RecordProcess | None = None
         self._failure: BaseException | None = None
         self._pending_metrics: list[dict] = []
         self._captured: dict[str, np.ndarray] = {}
@@ -245,11 +248,20 @@ class Recorder(Callback):
             manifest=manifest,
             overwrite=self.overwrite,
         )
-        # Writing a record (compression, files, fsync) runs on a thread of its own, so the
-        # next training steps overlap with it; one thread keeps the records in order.
+        # Writing a record runs on a thread of its own, so the next training steps overlap
+        # with it; one thread keeps the records in order. Where it can, that thread hands
+        # the record's computing and its files to a forked process (labkit.record_process),
+        # which needs no share of this process's GIL, and commits what it wrote.
+        if record_process_available():
+            self._process = RecordProcess(self._record, self.writer.write_rows)
         self._jobs = queue.Queue(maxsize=2)
         self._worker = threading.Thread(target=self._work, name="labkit-recorder", daemon=True)
         self._worker.start()
+
+    @property
+    def process_pid(self) -> int | None:
+        """The record process's id while training (None: no process, or none yet)."""
+        return None if self._process is None else self._process.process.pid
 
     def _work(self) -> None:
         while True:
@@ -282,10 +294,15 @@ class Recorder(Callback):
 
     def _capture(self, key: str, kind: str):
         def hook(layer, _, values) -> None:  # values: the output, or the gradient at it
-            # a copy: the statistics are taken on the writer thread, after the layer has
-            # moved on; the copy keeps the memory order, so they are the same numbers
+            # a copy: the statistics are taken later, after the layer has moved on. They
+            # read the values in memory order (a channels-last map is not copied to C
+            # order for them), so the copy is the flat memory order itself: one layout
+            # whether it stays in this process or is pickled to the record process.
             band = saturation_band(layer) if kind == "activation" else None
-            self._captured[f"{key}/{kind}"] = (np.array(values, copy=True), band)
+            flat = np.ravel(values, order="K")
+            if np.may_share_memory(flat, values):
+                flat = flat.copy()
+            self._captured[f"{key}/{kind}"] = (flat, band)
 
         return hook
 
@@ -312,8 +329,18 @@ class Recorder(Callback):
             handle.remove()
         self._handles = []
         snapshot, epoch, writer = self._snapshot(trainer.network), logs["epoch"], self.writer
-        self._submit(lambda: writer.write_record(step, epoch, self._record(snapshot)))
+        self._submit(lambda: self._write(writer, step, epoch, snapshot))
         self._flush_metrics()
+
+    def _write(self, writer: RunWriter, step: int, epoch: int, snapshot: dict) -> None:
+        """On the writer thread: the record of a step's :meth:`_snapshot`, computed and
+        written by the record process where there is one, then committed."""
+        if self._process is None:
+            writer.write_record(step, epoch, self._record(snapshot))
+            return
+        index = writer.next_record(step)
+        self._process.write(index, snapshot)
+        writer.commit_record(index, step, epoch)
 
     def _snapshot(self, network: Network) -> dict:
         """What a record needs from this step, copied (the training thread's only share of
@@ -403,6 +430,9 @@ class Recorder(Callback):
         finally:
             self._jobs.put(None)
             self._worker.join()
+            if self._process is not None:
+                self._process.close()
+                self._process = None
             self.writer.close(status)
             self.writer = None
         if self._failure is not None:

@@ -239,16 +239,18 @@ TRAINER = textwrap.dedent(
     from labkit.data import load_mnist
     from labkit.fit import fit
     from labkit.models import lenet
+    from labkit.recorder import Recorder
     from labkit.train import Callback
 
     class Report(Callback):
         def on_step_end(self, trainer, step, logs):
-            if step == 3:
-                print(*trainer.parallel.worker_pids(), flush=True)
+            if step == 13:  # steps 1-10 are recorded, on threads; workers are forked at 11
+                recorder = next(c for c in trainer.callbacks if isinstance(c, Recorder))
+                print(*trainer.parallel.worker_pids(), recorder.process_pid, flush=True)
             time.sleep(0.05)
 
     result = fit(lenet(seed=0), run=sys.argv[1], epochs=50, batch_size=64,
-                 threads=2, record=False, progress=False, callbacks=[Report()])
+                 threads=2, progress=False, callbacks=[Report()])
     print("interrupted" if result.interrupted else "completed", flush=True)
     """
 )
@@ -256,9 +258,9 @@ TRAINER = textwrap.dedent(
 
 @pytest.mark.parametrize("how", ["SIGINT to the group", "SIGTERM", "SIGKILL"])
 def test_no_worker_outlives_its_trainer_stopped_by_a_signal(tmp_path, how):
-    """Ctrl-C reaches the whole process group: the workers ignore it and the trainer stops
-    them; SIGTERM stops the trainer at a step, which stops them; SIGKILL gives the trainer
-    no say: the kernel's parent-death signal ends them."""
+    """Ctrl-C reaches the whole process group: the workers (and the recorder's record
+    process) ignore it and the trainer stops them; SIGTERM stops the trainer at a step,
+    which stops them; SIGKILL gives the trainer no say: the parent-death signal ends them."""
     process = subprocess.Popen(
         [sys.executable, "-c", TRAINER, str(tmp_path / "run")],
         stdout=subprocess.PIPE,
@@ -270,7 +272,7 @@ def test_no_worker_outlives_its_trainer_stopped_by_a_signal(tmp_path, how):
     try:
         line = process.stdout.readline()
         pids = [int(pid) for pid in line.split()]
-        assert len(pids) == 1, line + process.stderr.read()
+        assert len(pids) == 2, line + process.stderr.read()
         if how == "SIGINT to the group":
             os.killpg(process.pid, signal.SIGINT)
         else:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit import parallel
+from labkit import parallel, record_process
 from labkit.cli import main
 from labkit.data import MNIST, load_mnist
 from labkit.errors import LabkitError
@@ -402,36 +402,44 @@ def test_recording_does_not_change_what_is_trained(tmp_path, threads):
 
 
 class CountingDense(Dense):
-    """A user's dense layer that notes which thread ran each forward, and on how many rows."""
+    """A user's dense layer that notes which process and thread ran each forward, and on
+    how many rows, in a file: the recorder may compute its records in another process."""
 
-    calls: list[tuple[str, int]] = []
+    log: Path
 
     def forward(self, input):
-        CountingDense.calls.append((threading.current_thread().name, len(input)))
+        with open(CountingDense.log, "a") as log:
+            log.write(f"{os.getpid()} {threading.current_thread().name} {len(input)}\n")
         return super().forward(input)
 
 
 def test_the_probes_pass_through_the_recorders_copy_of_the_network_not_the_trained_one(
     tmp_path,
 ):
-    """The training thread and its layers never run the probes: the writer thread runs
-    them through a copy given each record's weights, so the record still holds the
-    trained network's features at that step."""
+    """The training thread and its layers never run the probes: the record process (or,
+    without fork, the writer thread) runs them through a copy given each record's
+    weights, so the record still holds the trained network's features at that step."""
     sample = load_mnist("sample")
     data = MNIST(
         sample.x_train[:120], sample.y_train[:120], sample.x_test[:30], sample.y_test[:30], ""
     )
     network = Network([Flatten(), CountingDense(784, 10, rng=0)])
-    CountingDense.calls.clear()
+    CountingDense.log = tmp_path / "calls.txt"
     recorder = Recorder(
         tmp_path / "run", sample.x_test[:16], sample.y_test[:16], schedule=RecordSchedule(every=1)
     )
     Trainer(network, SGD(network, 0.1), batch_size=40, progress=False, callbacks=[recorder]).fit(
         data, epochs=1
     )
-    probe_calls = [thread for thread, rows in CountingDense.calls if rows == 16]
-    assert len(probe_calls) == 3 and set(probe_calls) == {"labkit-recorder"}
-    assert 16 not in {rows for thread, rows in CountingDense.calls if thread != "labkit-recorder"}
+    calls = [line.split() for line in CountingDense.log.read_text().splitlines()]
+    trainer = (str(os.getpid()), threading.current_thread().name)
+    probe_calls = {(pid, thread) for pid, thread, rows in calls if rows == "16"}
+    assert sum(rows == "16" for *_, rows in calls) == 3 and len(probe_calls) == 1
+    if record_process.available():
+        assert probe_calls.pop()[0] != trainer[0]
+    else:
+        assert probe_calls == {(trainer[0], "labkit-recorder")}
+    assert {(pid, thread) for pid, thread, rows in calls if rows != "16"} == {trainer}
     run = open_run(tmp_path / "run")
     weights = run.array("params/01-CountingDense/weights", len(run.steps) - 1)
     np.testing.assert_array_equal(weights, network.layers[1].params["weights"])
@@ -442,19 +450,20 @@ def test_the_probes_pass_through_the_recorders_copy_of_the_network_not_the_train
 
 
 def test_the_writer_borrows_a_core_while_it_computes_a_record(tmp_path, monkeypatch):
-    """Split steps leave it that core meanwhile (labkit.parallel.lend_core)."""
+    """Split steps leave it (or the record process it waits for) that core meanwhile
+    (labkit.parallel.lend_core)."""
     sample = load_mnist("sample")
     data = MNIST(
         sample.x_train[:96], sample.y_train[:96], sample.x_test[:30], sample.y_test[:30], ""
     )
     lent: list[tuple[str, int]] = []
-    compute = Recorder._record
+    write = Recorder._write  # computes the record, here or in the record process
 
-    def noting(self, snapshot):
+    def noting(self, *args):
         lent.append((threading.current_thread().name, parallel.lent_cores()))
-        return compute(self, snapshot)
+        return write(self, *args)
 
-    monkeypatch.setattr(Recorder, "_record", noting)
+    monkeypatch.setattr(Recorder, "_write", noting)
     recorder = Recorder(
         tmp_path / "run", sample.x_test[:16], sample.y_test[:16], schedule=RecordSchedule(every=1)
     )

@@ -185,7 +185,12 @@ WRITTEN_CODECS = [
 
 def chunk_path(run_path: Path, name: str, index: int, ndim: int) -> Path:
     """The chunk file of record ``index`` of record array ``name`` (``ndim`` axes a record)."""
-    return run_path / DATA / name / ".".join(["c", str(index)] + ["0"] * ndim)
+    return run_path / DATA / name / chunk_name(index, ndim)
+
+
+def chunk_name(index: int, ndim: int) -> str:
+    """The file name of record ``index``'s chunk in its array's folder."""
+    return ".".join(["c", str(index)] + ["0"] * ndim)
 
 
 # -- JSON: strict, with non-finite floats as null ------------------------------------

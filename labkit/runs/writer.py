@@ -52,6 +52,7 @@ from labkit.runs.format import (
     check_dtype,
     check_name,
     check_names,
+    chunk_name,
     chunk_path,
     dumps,
     jsonable,
@@ -251,13 +252,29 @@ class RunWriter:
 
     def write_record(self, step: int, epoch: int, arrays: dict[str, np.ndarray]) -> int:
         """Write one record (every record array), then commit it; returns its index."""
+        index = self.next_record(step)
+        self.write_rows(index, arrays)
+        return self.commit_record(index, step, epoch)
+
+    def next_record(self, step: int) -> int:
+        """The index the record of ``step`` will have (the run open, not full, and the
+        steps increasing): :meth:`write_rows` then :meth:`commit_record` it."""
         self._check_open()
-        step, epoch = operator.index(step), operator.index(epoch)
+        step = operator.index(step)
         index = self.records_written
         if index >= self.capacity:
             raise LabkitError(f"{self.path}: the run is full ({self.capacity} records)")
         if self._last_step is not None and step <= self._last_step:
             raise ValueError(f"steps must increase: step {step} after step {self._last_step}")
+        return index
+
+    def write_rows(self, index: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write row ``index`` of every record array, not yet committed (readers see it
+        only once :meth:`commit_record` has run). Uses only the run's path and the arrays'
+        specs, so a forked copy of the writer may call it (:mod:`labkit.record_process`).
+
+        Row ``index`` of each record array is one chunk: the chunk file zarr would write
+        (:func:`labkit.runs.chunks.encode_row`, without zarr's slow pipeline)."""
         missing = sorted(set(self._specs) - set(arrays))
         unknown = sorted(set(arrays) - set(self._specs))
         if missing or unknown:
@@ -272,12 +289,26 @@ class RunWriter:
             if not np.can_cast(value.dtype, dtype, casting="same_kind"):
                 raise ValueError(f"array {name!r}: cannot store {value.dtype} as {dtype}")
             values[name] = np.ascontiguousarray(value, dtype=np.dtype(dtype).newbyteorder("<"))
+        try:
+            for name, value in values.items():
+                with open(chunk_path(self.path, name, index, value.ndim), "wb") as chunk:
+                    chunk.write(encode_row(value))
+        except OSError as exc:
+            raise LabkitError(
+                f"{self.path}: cannot write record {index} ({one_line(exc)})"
+            ) from None
+
+    def commit_record(self, index: int, step: int, epoch: int) -> int:
+        """Commit record ``index`` (its rows written): one line in the commit log, synced;
+        returns ``index``."""
+        if index != self.next_record(step):
+            raise ValueError(f"record {index} is not the next one ({self.records_written})")
+        step, epoch = operator.index(step), operator.index(epoch)
         line = dumps(
             {"record": index, "step": step, "epoch": epoch, "time": round(time.time(), 3)},
             separators=(",", ":"),
         )
         try:
-            self._write_rows(index, values)
             write_all(self._records_fd, (line + "\n").encode())
             os.fsync(self._records_fd)
         except OSError as exc:
@@ -288,21 +319,15 @@ class RunWriter:
         self._last_step = step
         return index
 
-    def _write_rows(self, index: int, values: dict[str, np.ndarray]) -> None:
-        """Row ``index`` of each record array is one chunk: write the chunk file zarr would
-        write (:func:`labkit.runs.chunks.encode_row`, without zarr's slow pipeline)."""
-        for name, value in values.items():
-            with open(chunk_path(self.path, name, index, value.ndim), "wb") as chunk:
-                chunk.write(encode_row(value))
-
     def _committed_rows(self, name: str, count: int) -> np.ndarray:
         """Records ``0..count-1`` of a record array, decoded from the chunk files written
         here (reading them back through zarr costs ~0.5 ms of Python a chunk)."""
         shape, dtype = self._specs[name]
         rows = np.empty((count, *shape), dtype=np.dtype(dtype).newbyteorder("<"))
-        for index in range(count):
-            data = chunk_path(self.path, name, index, len(shape)).read_bytes()
-            rows[index] = decode_row(data, tuple(shape), dtype)
+        folder = str(self.path / DATA / name)
+        for index in range(count):  # the paths as strings: pathlib cost more than the reads
+            with open(os.path.join(folder, chunk_name(index, len(shape))), "rb") as chunk:
+                rows[index] = decode_row(chunk.read(), tuple(shape), dtype)
         return rows
 
     def append_metrics(self, rows: list[dict]) -> None:
@@ -386,7 +411,7 @@ class RunWriter:
             if np.dtype(dtype).itemsize * math.prod(shape) >= CONSOLIDATE_BELOW:
                 continue
             rows = self._committed_rows(name, count)
-            copy = self._group.create_array(
+            self._group.create_array(
                 f"{CONSOLIDATED}/{name}",
                 shape=rows.shape,
                 chunks=tuple(max(1, d) for d in rows.shape),
@@ -395,7 +420,11 @@ class RunWriter:
                 compressors=zarr.codecs.ZstdCodec(level=RECORD_ZSTD_LEVEL),
                 overwrite=True,
             )
-            copy[...] = rows
+            # its one chunk, encoded as a record's (the same codecs), not through zarr's
+            # pipeline: ~6 ms an array
+            copy_path = chunk_path(self.path, f"{CONSOLIDATED}/{name}", 0, len(shape))
+            with open(copy_path, "wb") as chunk:
+                chunk.write(encode_row(rows))
             done[name] = count
         return done
 
