@@ -36,13 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from labkit.layers import Sigmoid, Tanh, softmax
-from labkit.losses import Loss
+from labkit.layers import softmax
 from labkit.network import Network, layer_key
 from labkit.options import RECORD_EVERY
 from labkit.parallel import lend_core
 from labkit.record_process import RecordProcess
 from labkit.record_process import available as record_process_available
+from labkit.record_values import histogram, probe_backward, saturation_band, tensor_stats
 from labkit.recording import (
     BACKWARD_SCALE,
     HIST,
@@ -65,7 +65,9 @@ from labkit.recording import (
 from labkit.runs import RunWriter
 from labkit.train import Callback, EpochResult, Trainer, TrainResult
 
-HIST_SAMPLES = 4_096  # elements sampled (evenly strided) for each histogram
+# Snapshots waiting for the writer, at most (beyond one): lenet's at batch 32 are 5.2 MB,
+# so ~18 of the first 28 records (in 100 steps) wait in memory, not the training steps.
+PENDING_BYTES = 96 * 2**20
 
 
 @dataclass(frozen=True)
@@ -98,83 +100,6 @@ class RecordSchedule:
         everys = total_steps // self.every - min(10, total_steps) // self.every
         everys -= max(0, dense // common - 10 // common)
         return first + fives + everys + (0 if self.regular(total_steps) else 1)
-
-
-def tensor_stats(values: np.ndarray, saturation: tuple[float, float] | None) -> np.ndarray:
-    """``STATS_FIELDS`` of an array; saturated_fraction is NaN where it means nothing.
-
-    Sums accumulate in float64 without converting the array (that copy would cost more
-    than the statistics themselves); ``ravel(order="K")`` is a view of a channels-last
-    map, where ``reshape(-1)`` would copy it.
-    """
-    flat = np.ravel(values, order="K")
-    if flat.size == 0:
-        return np.full(len(STATS_FIELDS), np.nan, dtype=np.float32)
-    if saturation is None:
-        saturated = np.nan
-    else:
-        low, high = saturation
-        saturated = np.count_nonzero((flat <= low) | (flat >= high)) / flat.size
-    mean = flat.mean(dtype=np.float64)
-    square_sum = np.add.reduce(np.square(flat), dtype=np.float64)
-    return np.array(
-        [
-            mean,
-            np.sqrt(max(square_sum / flat.size - mean * mean, 0.0)),
-            flat.min(),
-            flat.max(),
-            np.sqrt(square_sum),
-            np.count_nonzero(flat == 0) / flat.size,
-            saturated,
-        ],
-        dtype=np.float32,
-    )
-
-
-def histogram(values: np.ndarray, edges: np.ndarray = HIST_EDGES) -> np.ndarray:
-    """Counts over ``edges`` of at most HIST_SAMPLES evenly strided elements; outliers clip.
-
-    Bins are ``[edges[i], edges[i+1])`` (the last one closed; NaN counts in it). The
-    sample is sorted and the inner edges are looked up in it: 64 binary searches and a
-    vectorized sort, 4x faster than a binary search of the edges for every value. The
-    sample strides through memory order (``ravel(order="K")``: no copy of a
-    channels-last map).
-    """
-    flat = np.ravel(values, order="K")
-    stride = max(1, math.ceil(flat.size / HIST_SAMPLES))
-    sample = np.sort(flat[::stride])
-    below = np.searchsorted(sample, edges[1:-1], side="left")  # how many lie under each
-    return np.diff(below, prepend=0, append=len(sample)).astype(np.int32)
-
-
-def saturation_band(layer) -> tuple[float, float] | None:
-    """Outputs counted as saturated: where sigmoid' or tanh' has fallen below ~0.04."""
-    if isinstance(layer, Sigmoid):
-        return (0.04, 0.96)
-    if isinstance(layer, Tanh):
-        return (-0.98, 0.98)
-    return None
-
-
-def probe_backward(
-    network: Network, logits: np.ndarray, labels: np.ndarray, loss: Loss
-) -> list[np.ndarray]:
-    """Backpropagate each probe's own loss (``loss`` of it alone, as a batch of one)
-    through ``network``, whose last forward was the probes': the gradient arriving at the
-    input, then at each layer's output, in layer order.
-
-    The layers' ``grads`` are overwritten: the Recorder passes its own copy of the
-    network, never the one being trained.
-    """
-    flat = logits.reshape(len(logits), -1)
-    targets = np.eye(flat.shape[1], dtype=flat.dtype)[labels]
-    # the loss's derivative averages over the batch: times N, each probe's own gradient
-    grad = (loss.prime(targets, flat) * len(flat)).astype(logits.dtype).reshape(logits.shape)
-    arriving = []
-    for layer in reversed(network.layers):
-        arriving.append(np.array(grad))
-        grad = layer.backward(grad)
-    return [np.asarray(grad), *reversed(arriving)]
 
 
 def choose_probes(labels: np.ndarray, count: int = PROBES, seed: int = 0) -> np.ndarray:
@@ -213,6 +138,8 @@ class Recorder(Callback):
         self._jobs: queue.Queue | None = None
         self._worker: threading.Thread | None = None
         self._process: RecordProcess | None = None
+        self._pending = 0  # bytes of snapshots handed to the writer thread, not yet written
+        self._room = threading.Condition()
         self._failure: BaseException | None = None
         self._pending_metrics: list[dict] = []
         self._captured: dict[str, np.ndarray] = {}
@@ -254,7 +181,7 @@ class Recorder(Callback):
         # which needs no share of this process's GIL, and commits what it wrote.
         if record_process_available():
             self._process = RecordProcess(self._record, self.writer.write_rows)
-        self._jobs = queue.Queue(maxsize=2)
+        self._jobs = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._work, name="labkit-recorder", daemon=True)
         self._worker.start()
 
@@ -265,21 +192,40 @@ class Recorder(Callback):
 
     def _work(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            item = self._jobs.get()
+            if item is None:
                 return
-            if self._failure is None:
-                try:
+            job, size = item
+            try:
+                if self._failure is None:
                     with lend_core():
                         job()
-                except BaseException as exc:  # reported to the training thread
-                    self._failure = exc
+            except BaseException as exc:  # reported to the training thread
+                self._failure = exc
+            finally:
+                with self._room:
+                    self._pending -= size
+                    self._room.notify_all()
 
-    def _submit(self, job) -> None:
+    def _submit(self, job, size: int = 0) -> None:
+        """Hand ``job`` to the writer thread; first wait while the snapshots it holds
+        (``size`` bytes this one) would pass PENDING_BYTES. The dense first records come
+        faster than they are written: they wait in memory, not the training steps."""
+        with self._room:
+            self._room.wait_for(
+                lambda: (
+                    self._pending == 0
+                    or self._pending + size <= PENDING_BYTES
+                    or self._failure is not None
+                )
+            )
+            self._pending += size
         if self._failure is not None:
+            with self._room:
+                self._pending -= size
             failure, self._failure = self._failure, None
             raise failure
-        self._jobs.put(job)
+        self._jobs.put((job, size))
 
     def on_step_begin(self, trainer: Trainer, step: int) -> None:
         if not self.schedule.records(step, trainer.total_steps):
@@ -329,7 +275,10 @@ class Recorder(Callback):
             handle.remove()
         self._handles = []
         snapshot, epoch, writer = self._snapshot(trainer.network), logs["epoch"], self.writer
-        self._submit(lambda: self._write(writer, step, epoch, snapshot))
+        size = sum(value.nbytes for value, _ in snapshot["captured"].values()) + sum(
+            value.nbytes for group in ("before", "after") for value in snapshot[group].values()
+        )
+        self._submit(lambda: self._write(writer, step, epoch, snapshot), size)
         self._flush_metrics()
 
     def _write(self, writer: RunWriter, step: int, epoch: int, snapshot: dict) -> None:

@@ -21,17 +21,9 @@ from labkit.layers import Dense, Flatten, softmax
 from labkit.models import lenet
 from labkit.network import Network, layer_key
 from labkit.optim import SGD, Adam
-from labkit.recorder import (
-    HIST_EDGES,
-    HIST_SAMPLES,
-    STATS_FIELDS,
-    Recorder,
-    RecordSchedule,
-    choose_probes,
-    histogram,
-    tensor_stats,
-)
-from labkit.recording import Recording
+from labkit.record_values import HIST_SAMPLES, histogram, tensor_stats
+from labkit.recorder import Recorder, RecordSchedule, choose_probes
+from labkit.recording import HIST_EDGES, STATS_FIELDS, Recording
 from labkit.runs import open_run
 from labkit.train import Callback, Trainer
 
