@@ -382,7 +382,8 @@ class Recorder(Callback):
             if self._process is not None:
                 self._process.close()
                 self._process = None
-            self.writer.close(status)
+            # a record that failed to be written fails the run, however training ended
+            self.writer.close("failed" if self._failure is not None else status)
             self.writer = None
         if self._failure is not None:
             failure, self._failure = self._failure, None

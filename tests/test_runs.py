@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +19,11 @@ import pytest
 import zarr.storage
 
 from labkit.cli import main
-from labkit.errors import LabkitError
+from labkit.errors import CorruptRunError, LabkitError
 from labkit.layers import Convolutional, ReLU
 from labkit.network import layer_key
 from labkit.runs import RunWriter, list_runs, open_run
+from labkit.runs.chunks import encode_row
 
 RECORD_ARRAYS = {
     "features/00-Convolutional": ((3, 4, 4), "float16"),
@@ -85,7 +87,7 @@ def test_round_trip_of_arrays_metrics_gradchecks_and_manifest(tmp_path):
 
     run = open_run(path)
     assert run.status == "completed" and run.capacity == 8 and len(run) == 4
-    assert run.manifest["format"] == "labkit-run/1"
+    assert run.manifest["format"] == "labkit-run/2"
     assert run.manifest["config"] == {"lr": 1e-3, "model": "lenet"}
     assert run.manifest["seed"] == 7 and run.manifest["hist_edges"] == [-1.0, 0.0, 1.0]
     assert run.manifest["layers"] == ["00-Convolutional", "01-ReLU"]
@@ -165,43 +167,47 @@ def test_float16_and_the_dtype_rules_are_kept(tmp_path):
 # --------------------------------------------------------- constant-time record reads
 
 
-def test_one_record_is_one_chunk_file_and_reads_alone(tmp_path, monkeypatch):
-    path = make_run(tmp_path / "run", steps=range(1, 31), capacity=40)
+def test_records_share_shard_files_and_one_reads_alone(tmp_path, monkeypatch):
+    """64 records a shard file (creating a file per record cost more than writing it)."""
+    path = make_run(tmp_path / "run", steps=range(1, 71), capacity=100)
     array_dir = path / "data.zarr" / "features" / "00-Convolutional"
-    chunks = sorted(p.name for p in array_dir.iterdir() if p.name != "zarr.json")
-    assert len(chunks) == 30  # one file per committed record, none preallocated
+    shards = sorted(p.name for p in array_dir.iterdir() if p.name != "zarr.json")
+    assert shards == ["c.0.0.0.0", "c.1.0.0.0"]  # records 0-63 and 64-69, none preallocated
 
     run = open_run(path)
     run.array("features/00-Convolutional", 0)  # opens the array's metadata once
     keys, files = [], []
-    original_get, original_read = zarr.storage.LocalStore.get, Path.read_bytes
+    original_get, original_open = zarr.storage.LocalStore.get, os.open
 
     async def counting_get(self, key, *args, **kwargs):
         keys.append(key)
         return await original_get(self, key, *args, **kwargs)
 
-    def counting_read(self):
-        files.append(self.relative_to(path).as_posix())
-        return original_read(self)
+    def counting_open(file, *args, **kwargs):
+        if Path(file).is_relative_to(path):
+            files.append(Path(file).relative_to(path).as_posix())
+        return original_open(file, *args, **kwargs)
 
     monkeypatch.setattr(zarr.storage.LocalStore, "get", counting_get)
-    monkeypatch.setattr(Path, "read_bytes", counting_read)
-    value = run.array("features/00-Convolutional", 17)
-    # One file read, decoded without zarr (the codecs are the writer's own).
-    assert (keys, files) == ([], ["data.zarr/features/00-Convolutional/c.17.0.0.0"])
-    np.testing.assert_array_equal(value, pattern(18)["features/00-Convolutional"])
+    monkeypatch.setattr(os, "open", counting_open)
+    for index, shard in ((17, "c.0.0.0.0"), (65, "c.1.0.0.0")):
+        files.clear()
+        value = run.array("features/00-Convolutional", index)
+        # One file opened, decoded without zarr (the codecs are the writer's own).
+        assert (keys, files) == ([], [f"data.zarr/features/00-Convolutional/{shard}"])
+        np.testing.assert_array_equal(value, pattern(index + 1)["features/00-Convolutional"])
+    monkeypatch.undo()
 
-    for name in chunks:  # the other records' chunks are not needed
-        if name != "c.17.0.0.0":
-            (array_dir / name).unlink()
+    (array_dir / "c.1.0.0.0").unlink()  # the other shard is not needed
     np.testing.assert_array_equal(
         open_run(path).array("features/00-Convolutional", 17),
         pattern(18)["features/00-Convolutional"],
     )
 
 
-def test_record_chunks_are_the_bytes_zarr_itself_writes(tmp_path):
-    """The writer encodes chunks itself (zarr's async pipeline is slow): same files."""
+def test_record_shards_are_the_bytes_zarr_itself_writes(tmp_path):
+    """The writer appends chunks to shards itself (zarr's pipeline is slow and rewrites a
+    whole shard for each chunk): the same file as zarr writes, and zarr reads it."""
     shapes = {"f32": ((3, 5), "float32"), "f16": ((7,), "float16"), "i32": ((2, 2, 2), "int32")}
     rng = np.random.default_rng(0)
     values = {
@@ -220,17 +226,59 @@ def test_record_chunks_are_the_bytes_zarr_itself_writes(tmp_path):
             name=name,
             shape=ours.shape,
             chunks=ours.chunks,
+            shards={"shape": ours.shards, "index_location": "start"},
             dtype=ours.dtype,
             chunk_key_encoding={"name": "default", "separator": "."},
             compressors=ours.compressors,
+            config={"write_empty_chunks": True},
         )
-        twin[1] = value
-        key = ".".join(["c", "1"] + ["0"] * value.ndim)
+        twin[:2] = np.stack([np.zeros_like(value), value])
+        key = ".".join(["c", "0"] + ["0"] * value.ndim)
         written = (path / "data.zarr" / name / key).read_bytes()
         assert written == (tmp_path / "twin" / name / key).read_bytes(), name
         np.testing.assert_array_equal(ours[1], value)
         np.testing.assert_array_equal(ours[0], np.zeros_like(value))
-        assert (path / "data.zarr" / name / key.replace("c.1", "c.0", 1)).is_file()  # zeros too
+
+
+def as_format_1(path: Path) -> None:
+    """Rewrite a run's record arrays as ``labkit-run/1`` wrote them: no shards, one
+    chunk file a record (the bytes of :func:`encode_row`, as that writer wrote them)."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    store = zarr.storage.LocalStore(path / "data.zarr")
+    for name, spec in manifest["record_arrays"].items():
+        rows = zarr.open_array(store=store, path=name)[...]
+        shutil.rmtree(path / "data.zarr" / name)
+        zarr.create_array(
+            store=store,
+            name=name,
+            shape=rows.shape,
+            chunks=(1, *spec["shape"]),
+            dtype=rows.dtype,
+            chunk_key_encoding={"name": "default", "separator": "."},
+            compressors=zarr.codecs.ZstdCodec(level=1),
+        )
+        for index in range(manifest["records"]):
+            key = ".".join(["c", str(index)] + ["0"] * len(spec["shape"]))
+            (path / "data.zarr" / name / key).write_bytes(encode_row(rows[index]))
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format": "labkit-run/1"}))
+
+
+def test_a_run_of_the_first_format_reads_as_it_did(tmp_path):
+    steps = range(1, 71)
+    old = make_run(tmp_path / "old", steps=steps, capacity=100, static_arrays={})
+    as_format_1(old)
+    assert (old / "data.zarr" / "features" / "00-Convolutional" / "c.69.0.0.0").is_file()
+    run = open_run(old)
+    assert run.manifest["format"] == "labkit-run/1" and list(run.steps) == list(steps)
+    for index, step in enumerate(steps):
+        for name, value in pattern(step).items():
+            np.testing.assert_array_equal(run.array(name, index), value, name)
+    for name in RECORD_ARRAYS:
+        expected = np.stack([pattern(step)[name] for step in steps])
+        np.testing.assert_array_equal(run.array(name), expected)
+    (old / "data.zarr" / "features" / "00-Convolutional" / "c.5.0.0.0").unlink()
+    with pytest.raises(CorruptRunError, match="step 6"):
+        open_run(old).array("features/00-Convolutional", 5)
 
 
 # ------------------------------------------------------------------- crash safety
@@ -535,10 +583,12 @@ def test_a_deleted_or_tampered_array_is_a_one_line_error(tmp_path):
     with pytest.raises(LabkitError, match="missing or corrupt array") as error:
         run.array("stats/00-Convolutional", 0)
     assert "\n" not in str(error.value) and str(path) in str(error.value)
-    # An array whose metadata asks for a codec outside the safe list is refused.
+    # An array whose metadata asks for a codec outside the safe list is refused, inside
+    # its shards too.
     meta_path = path / "data.zarr" / "hist" / "00-Convolutional" / "zarr.json"
     meta = json.loads(meta_path.read_text())
-    meta["codecs"].append({"name": "numcodecs.zlib", "configuration": {"level": 1}})
+    (sharding,) = meta["codecs"]
+    sharding["configuration"]["codecs"].append({"name": "numcodecs.zlib", "configuration": {}})
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(LabkitError, match="codec 'numcodecs.zlib' is not allowed"):
         open_run(path).array("hist/00-Convolutional", 0)
@@ -665,7 +715,6 @@ def test_a_failed_consolidation_still_records_the_final_status(tmp_path, monkeyp
 
 
 def test_a_static_array_whose_chunk_is_gone_is_corrupt_never_zeros(tmp_path):
-    from labkit.errors import CorruptRunError
 
     static = {"z": np.zeros(3, np.float32)}  # all zeros: zarr would skip the chunk by default
     RunWriter.create(

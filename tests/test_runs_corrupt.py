@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pytest
 
@@ -53,10 +54,29 @@ def edit_manifest(path: Path, change) -> None:
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
-def chunk(path: Path, name: str, record: int) -> Path:
-    """The chunk file of one record of a record array."""
-    (found,) = (path / "data.zarr" / name).glob(f"c.{record}.*")
-    return found
+def shard_index(path: Path, name: str, record: int) -> tuple[Path, np.ndarray, int]:
+    """The shard file holding a record of a record array, its index (offset, length
+    pairs) and the record's slot in it."""
+    meta = json.loads((path / "data.zarr" / name / "zarr.json").read_text())
+    per_shard = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+    shard, slot = divmod(record, per_shard)
+    (found,) = (path / "data.zarr" / name).glob(f"c.{shard}.*")
+    raw = found.read_bytes()[: 16 * per_shard]
+    return found, np.frombuffer(raw, dtype="<u8").reshape(-1, 2).copy(), slot
+
+
+def rewrite_entry(path: Path, name: str, record: int, offset: int, length: int) -> None:
+    """Point a record's entry in its shard's index elsewhere (a valid index, CRC too)."""
+    found, entries, slot = shard_index(path, name, record)
+    entries[slot] = (offset, length)
+    data = entries.tobytes()
+    with open(found, "r+b") as shard:
+        shard.write(data + google_crc32c.value(data).to_bytes(4, "little"))
+
+
+def drop_chunk(path: Path, name: str, record: int) -> None:
+    """Remove one record's chunk from its shard, as if it had never been written."""
+    rewrite_entry(path, name, record, 2**64 - 1, 2**64 - 1)
 
 
 def listed(runs: Path) -> dict:
@@ -138,7 +158,7 @@ def test_a_deleted_record_chunk_is_an_error_naming_run_array_and_step(runs, caps
     path = runs / "b-bad"
     recording = open_recording(path)
     step = int(recording.steps[3])
-    chunk(path, KERNELS, 3).unlink()
+    drop_chunk(path, KERNELS, 3)
     with pytest.raises(CorruptRunError) as error:
         recording.kernels(0, step)
     assert_one_line(str(error.value), str(path), KERNELS, f"step {step}", "missing")
@@ -161,7 +181,7 @@ def test_a_deleted_record_chunk_is_an_error_naming_run_array_and_step(runs, caps
 
 def test_a_deleted_feature_map_chunk_is_an_error(runs):
     path = runs / "b-bad"
-    chunk(path, FEATURES, 5).unlink()
+    drop_chunk(path, FEATURES, 5)
     recording = open_recording(path)
     step = int(recording.steps[5])
     with pytest.raises(CorruptRunError, match=f"{FEATURES}.*step {step}"):
@@ -181,7 +201,7 @@ def test_a_deleted_whole_run_copy_falls_back_to_the_records(runs, base):
         recording.layer_stats(0)["activation"]["max"], good.layer_stats(0)["activation"]["max"]
     )
     # With the copy gone, a missing record chunk behind it is found.
-    chunk(path, "stats", 4).unlink()
+    drop_chunk(path, "stats", 4)
     with pytest.raises(CorruptRunError, match=f"stats.*step {int(good.steps[4])}"):
         recording.layer_stats(0)
 
@@ -189,7 +209,7 @@ def test_a_deleted_whole_run_copy_falls_back_to_the_records(runs, base):
 def test_a_missing_chunk_of_a_run_still_being_read_by_slices(runs):
     path = runs / "b-bad"
     edit_manifest(path, lambda m: m.update(consolidated={}))  # as a live run: no copies yet
-    chunk(path, "update_ratio", 2).unlink()
+    drop_chunk(path, "update_ratio", 2)
     recording = open_recording(path)
     assert recording.tables(slice(0, 2))["update_ratio"].shape[0] == 2
     with pytest.raises(CorruptRunError, match="update_ratio.*step 3"):
@@ -201,8 +221,12 @@ def test_a_missing_chunk_of_a_run_still_being_read_by_slices(runs):
 def test_a_truncated_or_garbage_chunk_is_a_one_line_error(runs):
     path = runs / "b-bad"
     recording = open_recording(path)
-    chunk(path, KERNELS, 1).write_bytes(b"not zstd at all")
-    chunk(path, KERNELS, 2).write_bytes(chunk(path, KERNELS, 2).read_bytes()[:10])
+    found, entries, slot = shard_index(path, KERNELS, 1)
+    with open(found, "r+b") as shard:  # record 1's chunk overwritten with garbage
+        shard.seek(int(entries[slot][0]))
+        shard.write(b"not zstd at all")
+    offset, _ = shard_index(path, KERNELS, 2)[1][2]
+    rewrite_entry(path, KERNELS, 2, int(offset), 10)  # record 2's cut to 10 bytes
     for record in (1, 2):
         with pytest.raises(CorruptRunError) as error:
             recording.kernels(0, int(recording.steps[record]))

@@ -22,7 +22,7 @@ from labkit.models import lenet
 from labkit.network import Network
 from labkit.recorder import RecordSchedule
 from labkit.runs import RunWriter, open_run
-from labkit.runs import writer as writer_module
+from labkit.runs.chunks import ShardAppender
 from labkit.runs.files import acquire_lock
 from labkit.train import Callback
 
@@ -125,14 +125,14 @@ def test_a_full_disk_at_the_start_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_a_full_disk_in_the_middle_keeps_every_committed_record(tmp_path, monkeypatch, capsys):
-    where = writer_module.chunk_path  # called by write_rows, in the record process if any
+    append = ShardAppender.append  # called by write_rows, in the record process if any
 
-    def fill_up(run_path, name, index, ndim):
-        if index == 3:
-            raise OSError(errno.ENOSPC, "No space left on device", str(run_path / "data.zarr"))
-        return where(run_path, name, index, ndim)
+    def fill_up(self, slot, chunk):
+        if slot == 3:  # record 3 (a shard holds the first 64)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return append(self, slot, chunk)
 
-    monkeypatch.setattr(writer_module, "chunk_path", fill_up)
+    monkeypatch.setattr(ShardAppender, "append", fill_up)
     assert main([*TRAIN, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err

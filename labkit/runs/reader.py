@@ -23,18 +23,26 @@ import zarr
 from zarr.storage import LocalStore
 
 from labkit.errors import CorruptRunError, LabkitError, one_line
-from labkit.runs.chunks import as_written, decode_row, read_gradchecks
+from labkit.runs.chunks import (
+    as_written,
+    codec_names,
+    decode_row,
+    has_row_chunk,
+    read_gradchecks,
+    read_row_chunk,
+    row_chunk_path,
+    sharded_as_written,
+)
 from labkit.runs.files import dir_size, writer_alive
 from labkit.runs.format import (
     CHUNK_KEYS,
     CONSOLIDATED,
     DATA,
-    FORMAT,
     MANIFEST,
     METRICS,
+    READ_FORMATS,
     RECORDS,
     SAFE_CODECS,
-    chunk_path,
     manifest_problem,
     metrics_row_problem,
 )
@@ -59,10 +67,10 @@ def _read_manifest(path: Path) -> dict:
         raise CorruptRunError(f"{manifest_path}: not valid JSON ({one_line(exc)})") from None
     if not isinstance(document, dict) or "format" not in document:
         raise CorruptRunError(f"{manifest_path}: not a labkit run manifest (no 'format')")
-    if document["format"] != FORMAT:
+    if document["format"] not in READ_FORMATS:
         raise LabkitError(
             f"{manifest_path}: unknown run format {document['format']!r} "
-            f"(this labkit reads {FORMAT})"
+            f"(this labkit reads {' and '.join(READ_FORMATS)})"
         )
     problem = manifest_problem(document)
     if problem:
@@ -268,7 +276,7 @@ class Run:
         elif array.metadata.to_dict().get("chunk_key_encoding") != _CHUNK_KEY_ENCODING:
             problem = "not the format's chunk key encoding"
         else:
-            codecs = [codec.get("name") for codec in array.metadata.to_dict().get("codecs", [])]
+            codecs = codec_names(array.metadata.to_dict().get("codecs", []))
             unsafe = [codec for codec in codecs if codec not in SAFE_CODECS]
             if unsafe:
                 problem = f"codec {unsafe[0]!r} is not allowed"
@@ -285,10 +293,9 @@ class Run:
             raise CorruptRunError(message) from None
 
     def _has_chunk(self, array: zarr.Array, name: str, index: int) -> bool:
-        """Whether the chunk file of row ``index`` is there (the row's only chunk: record
-        arrays and whole-run copies have one chunk a row, checked when opened)."""
-        key = array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))
-        return os.path.exists(self.path / DATA / name / key)  # a dangling link reads as zeros
+        """Whether row ``index``'s only chunk (one a row: checked when opened) is there."""
+        shards = None if array.shards is None else array.shards[0]
+        return has_row_chunk(self.path, name, index, array.ndim - 1, shards)
 
     def _check_chunks(self, array: zarr.Array, name: str, rows: range) -> None:
         """CorruptRunError unless every committed record in ``rows`` has its chunk: zarr
@@ -296,7 +303,7 @@ class Run:
         for index in rows:
             if not self._has_chunk(array, name, index):
                 raise CorruptRunError(
-                    f"{self.path}: array {name!r} is missing the chunk file of record "
+                    f"{self.path}: array {name!r} is missing the chunk of record "
                     f"{index} (step {self._steps[index]}): the run is corrupt"
                 )
 
@@ -322,22 +329,25 @@ class Run:
         index = operator.index(record)
         if not -n <= index < n:
             raise LabkitError(f"{self.path}: no record {index} ({n} records committed)")
-        if as_written(array.metadata.to_dict().get("codecs", [])):  # decoded without zarr
-            return self._read_chunk(array, name, index % n)
+        codecs = array.metadata.to_dict().get("codecs", [])
+        if as_written(codecs) or sharded_as_written(codecs, array.shape[1:]):
+            return self._read_row(array, name, index % n)  # decoded without zarr
         self._check_chunks(array, name, range(index % n, index % n + 1))
         return self._read(array, index % n, name)
 
-    def _read_chunk(self, array: zarr.Array, name: str, index: int) -> np.ndarray:
-        """Record ``index``, decoded from its chunk file (:func:`.chunks.decode_row`): most
-        of a dashboard step move went to zarr's pipeline. A missing chunk is corruption."""
-        path = chunk_path(self.path, name, index, array.ndim - 1)
+    def _read_row(self, array: zarr.Array, name: str, index: int) -> np.ndarray:
+        """Record ``index``, decoded without zarr (:func:`.chunks.read_row_chunk`; its
+        pipeline took most of a dashboard step move). A missing chunk is corruption."""
+        shards = None if array.shards is None else array.shards[0]
+        path = row_chunk_path(self.path, name, index, array.ndim - 1, shards)
         try:
-            data = path.read_bytes()
+            data = read_row_chunk(self.path, name, index, array.ndim - 1, shards)
         except FileNotFoundError:
-            self._check_chunks(array, name, range(index, index + 1))  # raises, with the step
-            raise
-        except OSError as exc:
+            data = None
+        except (OSError, ValueError) as exc:
             raise CorruptRunError(f"{path}: cannot read ({one_line(exc)})") from None
+        if data is None:
+            self._check_chunks(array, name, range(index, index + 1))  # raises, with the step
         try:
             return decode_row(data, array.shape[1:], array.dtype)
         except Exception as exc:  # a truncated or garbled chunk: a corrupt run, one line
@@ -422,8 +432,7 @@ class Run:
 
 
 def being_created(path: Path) -> bool:
-    """Whether the run at ``path`` has no commit log yet: its writer is still creating it
-    (or died doing so), see :mod:`labkit.runs.format`."""
+    """Whether the run at ``path`` has no commit log yet (see :mod:`labkit.runs.format`)."""
     try:
         os.lstat(path / RECORDS)
     except FileNotFoundError:

@@ -22,7 +22,13 @@ from zarr.storage import LocalStore
 
 from labkit import __version__
 from labkit.errors import LabkitError, one_line
-from labkit.runs.chunks import decode_row, encode_row
+from labkit.runs.chunks import (
+    ShardAppender,
+    decode_row,
+    encode_row,
+    read_slot,
+    write_gradcheck,
+)
 from labkit.runs.files import (
     acquire_lock,
     atomic_write,
@@ -52,41 +58,11 @@ from labkit.runs.format import (
     check_dtype,
     check_name,
     check_names,
-    chunk_name,
     chunk_path,
     dumps,
     jsonable,
+    records_per_shard,
 )
-
-
-def write_gradcheck(run_path: str | os.PathLike, report: dict) -> Path:
-    """Store a gradient-check report in ``RUN/gradchecks/`` atomically; returns its path."""
-    directory = Path(run_path) / GRADCHECKS
-    directory.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    tmp = directory / f".gradcheck-{stamp}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        write_all(fd, (dumps(report, indent=2) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        n = 1
-        while True:
-            target = directory / (
-                f"gradcheck-{stamp}.json" if n == 1 else f"gradcheck-{stamp}-{n}.json"
-            )
-            try:
-                os.link(tmp, target)  # atomic, and never replaces a report
-            except FileExistsError:
-                n += 1
-                continue
-            break
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(directory)
-    return target
 
 
 class RunWriter:
@@ -109,6 +85,8 @@ class RunWriter:
         self._specs = record_arrays
         self._group = group
         self._last_step: int | None = None
+        self._shard_records = records_per_shard(self.capacity)
+        self._shards: dict[str, tuple[int, ShardAppender]] = {}  # name: (shard, its file)
         self._records_fd = os.open(path / RECORDS, os.O_WRONLY | os.O_APPEND)
         self._metrics_fd = os.open(path / METRICS, os.O_WRONLY | os.O_APPEND)
 
@@ -222,11 +200,14 @@ class RunWriter:
                 os.unlink(entry.path)
         (path / GRADCHECKS).mkdir()
         group = zarr.open_group(store=LocalStore(path / DATA), mode="w-", zarr_format=3)
+        shard = records_per_shard(capacity)
         for name, (shape, dtype) in specs.items():
+            row = tuple(max(1, d) for d in shape)
             group.create_array(
                 name,
                 shape=(capacity, *shape),
-                chunks=(1, *(max(1, d) for d in shape)),
+                chunks=(1, *row),
+                shards={"shape": (shard, *row), "index_location": "start"},
                 dtype=dtype,
                 chunk_key_encoding=CHUNK_KEYS,
                 compressors=zarr.codecs.ZstdCodec(level=RECORD_ZSTD_LEVEL),
@@ -270,11 +251,13 @@ class RunWriter:
 
     def write_rows(self, index: int, arrays: dict[str, np.ndarray]) -> None:
         """Write row ``index`` of every record array, not yet committed (readers see it
-        only once :meth:`commit_record` has run). Uses only the run's path and the arrays'
-        specs, so a forked copy of the writer may call it (:mod:`labkit.record_process`).
+        only once :meth:`commit_record` has run). Uses the run's path, the arrays' specs
+        and shard files it opens itself, so a forked copy of the writer may call it
+        (:mod:`labkit.record_process`); one process writes a run's rows.
 
-        Row ``index`` of each record array is one chunk: the chunk file zarr would write
-        (:func:`labkit.runs.chunks.encode_row`, without zarr's slow pipeline)."""
+        Row ``index`` of each record array is one chunk, appended to its shard file as
+        zarr would read it (:func:`labkit.runs.chunks.encode_row`, without zarr's slow
+        pipeline, which rewrites a whole shard to add a chunk)."""
         missing = sorted(set(self._specs) - set(arrays))
         unknown = sorted(set(arrays) - set(self._specs))
         if missing or unknown:
@@ -289,10 +272,17 @@ class RunWriter:
             if not np.can_cast(value.dtype, dtype, casting="same_kind"):
                 raise ValueError(f"array {name!r}: cannot store {value.dtype} as {dtype}")
             values[name] = np.ascontiguousarray(value, dtype=np.dtype(dtype).newbyteorder("<"))
+        shard, slot = divmod(index, self._shard_records)
         try:
             for name, value in values.items():
-                with open(chunk_path(self.path, name, index, value.ndim), "wb") as chunk:
-                    chunk.write(encode_row(value))
+                number, appender = self._shards.pop(name, (None, None))
+                if number != shard:
+                    if appender is not None:
+                        appender.close()
+                    path = chunk_path(self.path, name, shard, value.ndim)
+                    appender = ShardAppender(str(path), self._shard_records)
+                self._shards[name] = (shard, appender)
+                appender.append(slot, encode_row(value))
         except OSError as exc:
             raise LabkitError(
                 f"{self.path}: cannot write record {index} ({one_line(exc)})"
@@ -320,14 +310,21 @@ class RunWriter:
         return index
 
     def _committed_rows(self, name: str, count: int) -> np.ndarray:
-        """Records ``0..count-1`` of a record array, decoded from the chunk files written
+        """Records ``0..count-1`` of a record array, decoded from the shard files written
         here (reading them back through zarr costs ~0.5 ms of Python a chunk)."""
         shape, dtype = self._specs[name]
         rows = np.empty((count, *shape), dtype=np.dtype(dtype).newbyteorder("<"))
-        folder = str(self.path / DATA / name)
-        for index in range(count):  # the paths as strings: pathlib cost more than the reads
-            with open(os.path.join(folder, chunk_name(index, len(shape))), "rb") as chunk:
-                rows[index] = decode_row(chunk.read(), tuple(shape), dtype)
+        for shard in range(-(-count // self._shard_records)):
+            fd = os.open(chunk_path(self.path, name, shard, len(shape)), os.O_RDONLY)
+            try:
+                first = shard * self._shard_records
+                for index in range(first, min(count, first + self._shard_records)):
+                    chunk = read_slot(fd, index - first)
+                    if chunk is None:
+                        raise ValueError(f"array {name!r}: record {index} was not written")
+                    rows[index] = decode_row(chunk, tuple(shape), dtype)
+            finally:
+                os.close(fd)
         return rows
 
     def append_metrics(self, rows: list[dict]) -> None:
@@ -389,6 +386,10 @@ class RunWriter:
             )
         finally:
             self.closed = True
+            for _, appender in self._shards.values():
+                with contextlib.suppress(OSError):
+                    appender.close()
+            self._shards.clear()
             for fd in (self._records_fd, self._metrics_fd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
