@@ -8,7 +8,9 @@ period (100 steps) while the other waits, so a slow minute of a shared machine s
 both alike (whole runs alternated one after the other differed by ±10% on their own).
 A recorded block holds its record step in its middle, and before handing over it waits
 for the recorder's writer thread to finish what it was given: the writer's work is
-counted against recording, none of it spills into the unrecorded trainer's turn.
+counted against recording, none of it spills into the unrecorded trainer's turn. The
+recorded trainer's first turn lasts until its writer has caught up with the dense first
+records (28 in 100 steps), which wait in memory while training goes on, as in a run.
 
 Prints, per repeat and as the median with its range: the seconds of each trainer, their
 ratio, and the extra milliseconds per record; then the run's size on disk per record,
@@ -70,14 +72,19 @@ class TakeTurns(Callback):
         self.turns, self.who, self.recorder = turns, who, recorder
         self.offset = schedule.every // 2
         # the first turn takes in the dense records of the first steps and the steps in
-        # which the writer catches up with them, as it does in a run
+        # which the writer catches up with them, as it does in a run (they wait for it
+        # in memory): it ends at the first turn's end where the writer has caught up
         self.first = schedule.dense_until
+        self.caught_up = recorder is None
 
     def on_train_begin(self, trainer: Trainer) -> None:
         self.since = self.turns.wait_for(self.who)
 
     def on_step_end(self, trainer: Trainer, step: int, logs: dict) -> None:
         if step > self.first and (step - self.offset) % self.turns.block == 0:
+            self.caught_up = self.caught_up or not self.recorder.writing
+            if not self.caught_up:
+                return
             self.drain()
             self.turns.hand_over(self.who, self.since)
             self.since = self.turns.wait_for(self.who)

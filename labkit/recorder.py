@@ -186,6 +186,11 @@ class Recorder(Callback):
         self._worker.start()
 
     @property
+    def writing(self) -> bool:
+        """Whether the writer thread holds snapshots it has not written yet."""
+        return self._pending > 0
+
+    @property
     def process_pid(self) -> int | None:
         """The record process's id while training (None: no process, or none yet)."""
         return None if self._process is None else self._process.process.pid
