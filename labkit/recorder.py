@@ -2,12 +2,14 @@
 
 The :class:`Recorder` is a training callback. On a record step it attaches forward and
 backward hooks to every layer for that one step (so other steps pay nothing), copies
-what the hooks saw and the weights, and hands them to a writer thread of its own. That
-thread computes the record (the statistics, the probes' passes through the recorder's
-own copy of the network) and writes it to the run store (:mod:`labkit.runs`) in the
-layout that :mod:`labkit.recording` defines, while training goes on. While it works it
-borrows a core (:func:`labkit.parallel.lend_core`): split steps run their slices on the
-cores left meanwhile, the same numbers, and none waits for a thread the writer displaced.
+what the hooks saw and the weights, and hands them to a writer thread of its own, which
+gives them to the record process (:mod:`labkit.record_process`; without fork, computes
+itself). There the record is computed (the statistics, the probes' passes through the
+recorder's own copy of the network) and its rows written to the run store
+(:mod:`labkit.runs`) in the layout that :mod:`labkit.recording` defines, while training
+goes on; the writer thread then commits it. Meanwhile it borrows a core
+(:func:`labkit.parallel.lend_core`): split steps run their slices on the cores left, the
+same numbers, and none waits for a process the record's work displaced.
 What a record holds:
 
 - per layer, statistics of its output (activation) and of the gradient arriving at its
