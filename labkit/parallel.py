@@ -24,8 +24,9 @@ core is lent, the first step of a new batch shape (it learns the output's shape)
 platform without ``fork`` run on threads. Both paths give the same sums to the bit.
 
 Background work that computes while training goes on (the recorder's writer thread,
-for its record process) borrows a core with :func:`lend_core`; split steps then run the same slices on fewer
-threads, so the numbers stay the same and no step waits for a descheduled thread.
+for its record process) borrows a core with :func:`lend_core`; split steps then run the
+same slices on fewer threads, so the numbers stay the same and no step waits for a
+descheduled thread.
 """
 
 from __future__ import annotations

@@ -132,8 +132,8 @@ Limits
 A reader refuses a manifest over these (one line naming it), so a corrupt or hostile
 number can't make it allocate terabytes or loop for ever:
 
-- ``MAX_CAPACITY`` records: each record is a line of the commit log and a chunk file
-  per record array, so a billion is far beyond any run (a record at every step of a
+- ``MAX_CAPACITY`` records: each record is a line of the commit log and a chunk per
+  record array, so a billion is far beyond any run (a record at every step of a
   million steps is a thousandth of it); with ``MAX_ARRAY_BYTES`` it also keeps every
   array's element count under 2**63, which zarr's and NumPy's index arithmetic needs.
 - ``MAX_ARRAY_BYTES`` a record of an array (and a static array): a record is one chunk,
