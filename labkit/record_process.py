@@ -20,6 +20,7 @@ own: an error in it (a full disk) is sent back and raised in the trainer. Linux 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 from collections.abc import Callable
@@ -46,8 +47,6 @@ class RecordProcess:
         build: Callable[[dict], dict],
         write_rows: Callable[[int, dict], None],
     ) -> None:
-        import multiprocessing
-
         context = multiprocessing.get_context("fork")
         self._conn, theirs = context.Pipe(duplex=True)
         watched = threading.current_thread() is threading.main_thread()
