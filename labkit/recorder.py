@@ -182,7 +182,10 @@ class Recorder(Callback):
         # the record's computing and its files to a forked process (labkit.record_process),
         # which needs no share of this process's GIL, and commits what it wrote.
         if record_process_available():
-            self._process = RecordProcess(self._record, self.writer.write_rows)
+            try:
+                self._process = RecordProcess(self._record, self.writer.write_rows)
+            except OSError:  # no process to be had (a process or memory limit): the thread
+                self._process = None  # computes the records, the same numbers
         self._jobs = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._work, name="labkit-recorder", daemon=True)
         self._worker.start()

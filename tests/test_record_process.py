@@ -109,3 +109,14 @@ def test_a_record_process_that_dies_fails_the_fit_in_one_line_keeping_the_record
     run = open_run(tmp_path / "run")
     assert run.status == "failed" and list(run.steps) == [1, 2]
     assert all(run.array(name, 1).size for name in run.arrays())
+
+
+def test_a_fork_that_fails_leaves_the_records_to_the_writer_thread(tmp_path, monkeypatch):
+    def no_fork(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("labkit.recorder.RecordProcess", no_fork)
+    noted = NotePid(the_recorder)
+    record(tmp_path / "run", [noted])
+    run = open_run(tmp_path / "run")
+    assert noted.pid is None and run.status == "completed" and list(run.steps) == [1, 2, 3, 4, 5, 6]
