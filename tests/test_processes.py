@@ -10,11 +10,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from process_checks import gone, wait_until_gone
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from labkit import hooks, processes
@@ -37,23 +37,6 @@ def sample_data(train: int) -> MNIST:
     return MNIST(
         sample.x_train[:train], sample.y_train[:train], sample.x_test[:32], sample.y_test[:32], ""
     )
-
-
-def gone(pid: int) -> bool:
-    """Whether process ``pid`` has ended (a zombie nobody reaped counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
-
-
-def wait_until_gone(pids: list[int], seconds: float = 10) -> list[int]:
-    """The pids still running after waiting up to ``seconds`` for them to end."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not all(map(gone, pids)):
-        time.sleep(0.05)
-    return [pid for pid in pids if not gone(pid)]
 
 
 @pytest.mark.parametrize("preset", [lenet, tutorial], ids=["lenet", "tutorial"])

@@ -9,6 +9,7 @@ import signal
 
 import numpy as np
 import pytest
+from process_checks import gone
 
 from labkit import record_process
 from labkit.data import MNIST, load_mnist
@@ -19,15 +20,6 @@ from labkit.runs import open_run
 from labkit.train import Callback, Trainer
 
 pytestmark = pytest.mark.skipif(not record_process.available(), reason="needs fork (Linux)")
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie nobody reaped has ended too
-        return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def record(path, callbacks=(), train: int = 192) -> Recorder:
